@@ -23,6 +23,7 @@ from zoosel.plugins import collect
 from zoosel.sources.base import ModelSource
 from zoosel.types import (
     Candidate,
+    CandidateList,
     CandidateResult,
     DatasetSummary,
     ListRequest,
@@ -126,6 +127,72 @@ def list_candidates(
     return list(found.values()), skipped, failed
 
 
+def list_request(
+    *,
+    hub_filter: Sequence[str] = (),
+    hub_search: str | None = None,
+    hub_author: str | None = None,
+    hub_limit: int | None = None,
+    hub_sort: str | None = None,
+    pipeline_tag: str | None = None,
+    library: str | None = None,
+    licenses: Sequence[str] = (),
+    min_params: int | str | None = None,
+    max_params: int | str | None = None,
+    include_gated: bool = False,
+    from_cache: bool = False,
+    listing_ttl: float | None = None,
+    timm_patterns: Sequence[str] = (),
+    local_dirs: Sequence[str] = (),
+    cache_dir: str | Path | None = None,
+) -> ListRequest:
+    """A checked :class:`ListRequest`; parameter counts may be written ``5M``, ``1.2B``."""
+    from zoosel.sources.hub_listing import SUPPORTED_LIBRARIES, parse_count
+
+    if library is not None and library not in SUPPORTED_LIBRARIES:
+        raise UnknownNameError("library", library, list(SUPPORTED_LIBRARIES))
+    low = parse_count(min_params) if min_params is not None else None
+    high = parse_count(max_params) if max_params is not None else None
+    if low is not None and high is not None and low > high:
+        raise UsageError(f"--min-params ({min_params}) is larger than --max-params "
+                         f"({max_params}); nothing could match.")
+    if listing_ttl is not None and listing_ttl < 0:
+        raise UsageError("--listing-ttl must be 0 (no listing cache) or a number of seconds.")
+    return ListRequest(
+        hub_filter=tuple(hub_filter), hub_search=hub_search, hub_author=hub_author,
+        hub_limit=hub_limit, hub_sort=hub_sort, hub_pipeline_tag=pipeline_tag,
+        hub_library=library, hub_licenses=tuple(licenses), min_params=low, max_params=high,
+        include_gated=include_gated, from_cache=from_cache, listing_ttl=listing_ttl,
+        cache_dir=str(cache_dir) if cache_dir is not None else None,
+        timm_patterns=tuple(timm_patterns), local_dirs=tuple(local_dirs),
+    )
+
+
+_NO_CANDIDATES = (
+    "no candidates: name models with --model, or list them with --hub-filter, --hub-search, "
+    "--hub-author, --pipeline-tag, --library, --license, --from-cache, --timm-pattern or "
+    "--local-dir."
+)
+
+
+def list_models(
+    *,
+    models: Sequence[str] = (),
+    cache_dir: str | Path | None = None,
+    **listing: Any,
+) -> CandidateList:
+    """The candidates :func:`rank` would score, without loading or scoring any.
+
+    ``listing`` takes the keyword arguments of :func:`list_request` (Hub filters, limit,
+    sort, parameter range, license, ``from_cache``, ``listing_ttl``, timm patterns,
+    local folders). ``cache_dir`` is zoosel's cache folder, where Hub listings are kept.
+    """
+    request = list_request(**listing, cache_dir=cache_dir)
+    if not models and request.is_empty():
+        raise UsageError(_NO_CANDIDATES)
+    return CandidateList(*list_candidates(request, models))
+
+
 def rank(
     dataset: str,
     *,
@@ -135,6 +202,14 @@ def rank(
     hub_author: str | None = None,
     hub_limit: int | None = None,
     hub_sort: str | None = None,
+    pipeline_tag: str | None = None,
+    library: str | None = None,
+    licenses: Sequence[str] = (),
+    min_params: int | str | None = None,
+    max_params: int | str | None = None,
+    include_gated: bool = False,
+    from_cache: bool = False,
+    listing_ttl: float | None = None,
     timm_patterns: Sequence[str] = (),
     local_dirs: Sequence[str] = (),
     scorers: Sequence[str] | None = None,
@@ -164,7 +239,9 @@ def rank(
     """Rank candidate models for ``dataset``, best first.
 
     Candidates come from ``models`` (``source:ref``) and from every source's
-    listing (Hub filters, timm patterns, local folders). Each is extracted once
+    listing (Hub filters, timm patterns, local folders; the listing arguments are
+    those of :func:`list_request`, and :func:`list_models` shows what they give
+    without scoring). Each is extracted once
     on a seeded per-class sample (``per_class`` images of every class), scored
     by every chosen scorer, and sorted by ``sort_by`` (default: the first
     scorer). Candidates that fail are kept in :attr:`Ranking.failed` with the
@@ -191,16 +268,15 @@ def rank(
     if primary not in chosen:
         raise UsageError(f"--sort-by {primary!r} is not among the chosen scorers: "
                          f"{', '.join(chosen)}.")
-    request = ListRequest(
-        hub_filter=tuple(hub_filter), hub_search=hub_search, hub_author=hub_author,
-        hub_limit=hub_limit, hub_sort=hub_sort, timm_patterns=tuple(timm_patterns),
-        local_dirs=tuple(local_dirs),
+    request = list_request(
+        hub_filter=hub_filter, hub_search=hub_search, hub_author=hub_author,
+        hub_limit=hub_limit, hub_sort=hub_sort, pipeline_tag=pipeline_tag, library=library,
+        licenses=licenses, min_params=min_params, max_params=max_params,
+        include_gated=include_gated, from_cache=from_cache, listing_ttl=listing_ttl,
+        timm_patterns=timm_patterns, local_dirs=local_dirs, cache_dir=cache_dir,
     )
     if not models and request.is_empty():
-        raise UsageError(
-            "no candidates: name models with --model, or list them with --hub-filter, "
-            "--hub-search, --hub-author, --timm-pattern or --local-dir."
-        )
+        raise UsageError(_NO_CANDIDATES)
     target = load_target(dataset, split, image_column, label_column)
     sample = per_class_sample(target, per_class, seed)
     candidates, skipped, failed = list_candidates(request, models)
@@ -214,9 +290,11 @@ def rank(
     load = LoadSettings(device=resolve_device(device), trust_remote_code=trust_remote_code,
                         allow_pickle=allow_pickle)
     shared = {}
+    timings: dict[str, float] = {}
     if Need.PROBE_FEATURES in needs:
-        probe = _probe(target, sample, cache, load.device, progress) if procs.is_main else None
-        shared["probe_features"] = procs.broadcast(probe)
+        probe = (_probe(target, sample, cache, load.device, progress) if procs.is_main
+                 else (None, 0.0))
+        shared["probe_features"], timings["probe"] = procs.broadcast(probe)
     settings = EngineSettings(
         load=load, batch_size=batch_size, workers=workers, cache=cache, progress=progress,
         sketch=_sketch_options(sketch), shared=shared, precision=precision,
@@ -279,7 +357,7 @@ def rank(
             per_class=per_class, seed=seed, class_names=sample.class_names,
         ),
         scorers=list(chosen), primary=primary, results=done, failed=failed, skipped=skipped,
-        seconds=time.perf_counter() - started, pool_relative=pool_relative,
+        seconds=time.perf_counter() - started, pool_relative=pool_relative, timings=timings,
     )
     if not done:
         raise NoResultsError(_nothing_scored(ranking), ranking)
@@ -315,7 +393,8 @@ def score(
 
 
 def _probe(target: TargetDataset, sample: Sample, cache: FeatureCache | None, device: str,
-           progress: bool) -> np.ndarray:
+           progress: bool) -> tuple[np.ndarray, float]:
+    """The probe network's features on the sample, and the seconds its training took."""
     from zoosel.engine.probe import ProbeConfig, probe_features
 
     config = ProbeConfig()
@@ -323,13 +402,15 @@ def _probe(target: TargetDataset, sample: Sample, cache: FeatureCache | None, de
                     sample=sample.key, probe=config.key())
     cached = cache.load(key) if cache is not None else None
     if cached is not None and "probe_features" in cached[1]:
-        return cached[1]["probe_features"]
+        return cached[1]["probe_features"], float(cached[0].get("seconds", 0.0))
     _say(progress, f"zoosel: training the probe network on {len(sample.indices)} images")
+    began = time.perf_counter()
     features = probe_features(target.image, sample.indices, sample.labels,
                               len(sample.class_names), config, device)
+    seconds = time.perf_counter() - began
     if cache is not None:
-        cache.store(key, {"kind": "probe"}, {"probe_features": features})
-    return features
+        cache.store(key, {"kind": "probe", "seconds": seconds}, {"probe_features": features})
+    return features, seconds
 
 
 def _source_domains(
@@ -422,6 +503,6 @@ def iter_scorer_rows(scorers: Iterable[Scorer]) -> list[dict[str, str]]:
 
 
 __all__ = [
-    "DEFAULT_SCORERS", "get_format", "list_candidates", "list_formats", "list_scorers",
-    "list_sources", "rank", "score", "select_scorers",
+    "DEFAULT_SCORERS", "get_format", "list_candidates", "list_formats", "list_models",
+    "list_request", "list_scorers", "list_sources", "rank", "score", "select_scorers",
 ]

@@ -96,15 +96,63 @@ class ListRequest:
     hub_author: str | None = None
     hub_limit: int | None = None
     hub_sort: str | None = None
+    hub_pipeline_tag: str | None = None
+    """Exact ``pipeline_tag`` (a tag filter also matches custom tags)."""
+    hub_library: str | None = None
+    hub_licenses: tuple[str, ...] = ()
+    min_params: int | None = None
+    max_params: int | None = None
+    include_gated: bool = False
+    from_cache: bool = False
+    """List the models in the local Hugging Face cache instead of the Hub."""
+    listing_ttl: float | None = None
+    """Seconds a Hub listing is reused from disk; None: the default, 0: never."""
+    cache_dir: str | None = None
+    """zoosel's cache folder (None: the default)."""
     timm_patterns: tuple[str, ...] = ()
     local_dirs: tuple[str, ...] = ()
     options: dict[str, str] = field(default_factory=dict)
 
+    def wants_hub_listing(self) -> bool:
+        """Whether the user asked for a Hub listing (rather than filters alone)."""
+        return bool(
+            self.hub_filter or self.hub_search or self.hub_author or self.hub_pipeline_tag
+            or self.hub_library or self.hub_licenses
+        )
+
     def is_empty(self) -> bool:
         return not (
-            self.hub_filter or self.hub_search or self.hub_author or self.timm_patterns
+            self.wants_hub_listing() or self.from_cache or self.timm_patterns
             or self.local_dirs
         )
+
+
+@dataclass
+class CandidateList:
+    """What a ranking would start from: the candidates, the skipped models with their
+    reason, and the models or listings that failed (see :func:`zoosel.api.list_models`)."""
+
+    candidates: list[Candidate]
+    skipped: list[Skipped]
+    failed: list[CandidateResult]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per candidate: id, source, ref, library, pipeline tag, params,
+        revision and notes (what the listing could not check)."""
+        return [
+            {"id": c.id, "source": c.source, "ref": c.ref, "library": c.library,
+             "pipeline_tag": c.extra.get("pipeline_tag"), "params": c.extra.get("num_params"),
+             "revision": c.revision, "notes": list(c.extra.get("notes") or [])}
+            for c in self.candidates
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidates": self.rows(),
+            "skipped": [asdict(s) for s in self.skipped],
+            "failed": [{"candidate": f.candidate, "source": f.source, "error": f.error}
+                       for f in self.failed],
+        }
 
 
 @dataclass(frozen=True)
@@ -178,6 +226,10 @@ class CandidateResult:
     resumed: bool = False
     """Taken from an earlier, interrupted run of the same settings (``run_dir``)."""
     error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent per step: ``forward`` and ``sketch`` extraction (kept in the cache, so
+    a cached run still reports what extraction cost), ``source_domain``, and one entry per
+    scorer."""
     notes: list[str] = field(default_factory=list)
     """What the engine had to do differently (e.g. a smaller batch after running out of
     GPU memory)."""
@@ -216,6 +268,8 @@ class Ranking:
     skipped: list[Skipped]
     seconds: float = 0.0
     pool_relative: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds of work shared by all candidates (``probe``: training RSA's probe network)."""
 
     @property
     def best(self) -> CandidateResult | None:
@@ -235,4 +289,5 @@ class Ranking:
             "failed": [r.to_dict() for r in self.failed],
             "skipped": [asdict(s) for s in self.skipped],
             "seconds": self.seconds,
+            "timings": self.timings,
         }

@@ -61,7 +61,12 @@ def cli() -> None:
 
 def main() -> None:
     """Entry point of the ``zoosel`` script and ``python -m zoosel``."""
-    from zoosel.cli import cache_commands, card_commands, commands  # noqa: F401  (built-in commands)
+    from zoosel.cli import (  # noqa: F401  (built-in commands)
+        bench_commands,
+        cache_commands,
+        card_commands,
+        commands,
+    )
     from zoosel.plugins import call_each
 
     call_each("register_commands", cli=cli)

@@ -127,12 +127,13 @@ _WHY_MISSING = {
 
 def score_arrays(
     arrays: Mapping[str, np.ndarray], labels: np.ndarray, num_classes: int,
-    scorers: Mapping[str, Scorer],
+    scorers: Mapping[str, Scorer], timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], list[str]]:
     """Apply every scorer it can to ``arrays``.
 
     Returns the scores, the components of pool-relative scorers (normalised later
-    over the candidate pool) and notes on the scorers that could not run.
+    over the candidate pool) and notes on the scorers that could not run. With
+    ``timings``, the seconds each scorer took are added to it under its name.
     """
     import torch
 
@@ -160,11 +161,15 @@ def score_arrays(
             source_weights=tensors.get("source_weights") if Need.SOURCE_MEANS in scorer.needs
             else None,
         )
+        began = time.perf_counter()
         try:
             value = scorer.fn(inputs)
         except ScoringError as exc:
             notes.append(f"{name}: {exc}")
             continue
+        finally:
+            if timings is not None:
+                timings[name] = time.perf_counter() - began
         values = value if isinstance(value, Mapping) else {name: value}
         bad = {k: v for k, v in values.items() if not math.isfinite(float(v))}
         if bad:
@@ -213,18 +218,23 @@ def run_candidate(
             new_meta, new_arrays = _extract(model, target, sample, settings, missing,
                                             sketch_name)
         if missing:
-            meta, arrays = {**meta, **new_meta}, {**arrays, **new_arrays}
+            seconds = {**meta.get("seconds", {}), **new_meta.get("seconds", {})}
+            meta, arrays = {**meta, **new_meta, "seconds": seconds}, {**arrays, **new_arrays}
             if settings.cache is not None and (not shard or workers.is_main):
                 settings.cache.store(key, meta, arrays)
         if shard and not workers.is_main:
             raise _NotMine
         if sketch_name in arrays:
             arrays = {**arrays, "gradient_sketch": arrays[sketch_name]}
+        result.timings.update(meta.get("seconds", {}))
         if Need.SOURCE_MEANS in needs:
+            began = time.perf_counter()
             arrays = {**arrays, **_source_means(candidate, model, settings)}
+            result.timings["source_domain"] = time.perf_counter() - began
         result.num_params = meta.get("num_params")
         result.scores, result.components, notes = score_arrays(
-            {**settings.shared, **arrays}, sample.labels, len(sample.class_names), scorers)
+            {**settings.shared, **arrays}, sample.labels, len(sample.class_names), scorers,
+            timings=result.timings)
         if notes and not (result.scores or result.components):
             raise CandidateError("; ".join(notes))
     except _NotMine:
@@ -294,9 +304,13 @@ def _extract(
     }
     arrays: dict[str, np.ndarray] = {}
     indices, labels = sample.indices[rows], sample.labels[rows]
+    seconds: dict[str, float] = {}
+    began = time.perf_counter()
     if "forward" in missing:
         arrays = model.features(target, indices, candidate.id)
+        seconds["forward"] = time.perf_counter() - began
     if "sketch" in missing:
+        began = time.perf_counter()
         with tqdm(total=len(indices), desc=f"{candidate.id[:48]} (gradients)",
                   unit="img", leave=False, disable=not settings.progress,
                   file=sys.stderr) as bar:
@@ -305,6 +319,8 @@ def _extract(
                 settings.sketch, progress=bar.update, **_loader_args(settings))
         arrays[sketch_name] = sketch
         model.batches += batches
+        seconds["sketch"] = time.perf_counter() - began
+    meta["seconds"] = seconds
     return meta, arrays
 
 

@@ -1,0 +1,135 @@
+"""Benchmark profiles: how big the zoo, the tasks and the training runs are.
+
+``standard`` is the benchmark whose results are committed under ``benchmarks/``;
+``full`` is the larger build (at most a few hours on a 2-core CPU); ``tiny`` runs every
+step in a couple of minutes and is what the tests use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from zoosel.errors import UnknownNameError, UsageError
+
+LRS = (0.01, 0.005, 0.001)
+"""The paper's learning-rate grid; one is chosen per (model, task, regime) on validation."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every size and schedule of one benchmark build."""
+
+    name: str
+    size: int = 32
+    sources: tuple[str, ...] | None = None
+    """Source domains (None: all shipped ones)."""
+    targets: tuple[str, ...] | None = None
+    """Target tasks (None: all shipped ones)."""
+    archs: tuple[str, ...] = ("resnet", "convnext")
+    generalist_archs: tuple[str, ...] = ("resnet",)
+    """Architectures with a generalist trained on the union of the sources, and a variant
+    initialised from it for every source domain."""
+    multibn: bool = True
+    source_per_class: int = 300
+    source_test_per_class: int = 50
+    source_epochs: int = 12
+    source_lr: float = 0.05
+    generalist_epochs: int = 6
+    init_epochs: int = 6
+    """Epochs of a single-domain model initialised from the generalist."""
+    multibn_epochs: int = 6
+    pool_per_class: int = 40
+    """Training pool of a target: the ``full`` regime trains on all of it."""
+    val_per_class: int = 15
+    test_per_class: int = 50
+    regimes: Mapping[str, int | None] = field(
+        default_factory=lambda: {"5-shot": 5, "20-shot": 20, "full": None})
+    epochs: Mapping[str, int] = field(
+        default_factory=lambda: {"5-shot": 30, "20-shot": 20, "full": 12})
+    lrs: tuple[float, ...] = LRS
+    batch_size: int = 32
+    noise_seeds: int = 3
+    """Seeds (the first is the main run) on the noise subset."""
+    noise_targets: int = 2
+    """How many targets (the first ones) get the extra seeds, in the few-shot regimes."""
+    score_per_class: int | None = 25
+    ablation: bool = True
+    """Also score the full regime on its whole training split (no 25-per-class sample)."""
+    scorers: tuple[str, ...] = ("all",)
+    bootstrap: int = 2000
+    workers: int = 2
+
+    def key(self) -> dict[str, Any]:
+        """Everything that changes the results, as JSON."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(
+        name="tiny", sources=("glyphs", "shapes"), targets=("beaded_glyphs", "sprites"),
+        archs=("resnet",),
+        source_per_class=40, source_test_per_class=10, source_epochs=2, generalist_epochs=2,
+        init_epochs=1, multibn_epochs=1, pool_per_class=10, val_per_class=4,
+        test_per_class=6, regimes={"5-shot": 5, "full": None},
+        epochs={"5-shot": 2, "full": 2}, lrs=(0.01, 0.001), noise_seeds=2, noise_targets=1,
+        scorers=("lfc", "logme", "leep", "linft", "domain_sim", "random"),
+        bootstrap=200, workers=1,
+    ),
+    "standard": Profile(name="standard"),
+    "full": Profile(
+        name="full", size=32, source_per_class=500, source_epochs=20, generalist_epochs=10,
+        init_epochs=10, multibn_epochs=10, pool_per_class=60, test_per_class=100,
+        regimes={"5-shot": 5, "10-shot": 10, "20-shot": 20, "full": None},
+        epochs={"5-shot": 30, "10-shot": 30, "20-shot": 25, "full": 15},
+        generalist_archs=("resnet", "convnext"), noise_targets=4,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The built-in profile ``name``."""
+    if name not in PROFILES:
+        raise UnknownNameError("benchmark profile", name, sorted(PROFILES))
+    return PROFILES[name]
+
+
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """A benchmark config file (JSON): ``profile``, overrides, ``models`` and ``targets``.
+
+    ``models`` lists zoo members given as ``SOURCE:REF`` (skipping the zoo build);
+    ``targets`` lists image folders or Hub dataset ids used as target tasks next to (or,
+    with ``"builtin_targets": false``, instead of) the generated ones.
+    """
+    file = Path(path)
+    try:
+        config = json.loads(file.read_text())
+    except FileNotFoundError as exc:
+        raise UsageError(f"benchmark config {path} does not exist.") from exc
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"benchmark config {path} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise UsageError(f"benchmark config {path} must hold a JSON object.")
+    known = set(Profile.__dataclass_fields__) | {"profile", "models", "targets",
+                                                  "builtin_targets", "generalist"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise UsageError(f"benchmark config {path}: unknown keys {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}.")
+    return config
+
+
+def resolve(name: str = "standard", overrides: Mapping[str, Any] | None = None) -> Profile:
+    """Profile ``name`` with ``overrides`` (config-file keys that are profile fields)."""
+    profile = get_profile(name)
+    fields = {k: v for k, v in (overrides or {}).items() if k in Profile.__dataclass_fields__
+              and k != "name"}
+    for key in ("sources", "targets", "archs", "generalist_archs", "lrs", "scorers"):
+        if fields.get(key) is not None:
+            fields[key] = tuple(fields[key])
+    return replace(profile, **fields)

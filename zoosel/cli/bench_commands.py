@@ -1,0 +1,108 @@
+"""``zoosel bench``: build, run and report the model-selection benchmark."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zoosel.cli import cli, friendly_errors
+
+
+def _bench_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--dir", "root", default="zoosel-bench", show_default=True,
+                     type=click.Path(file_okay=False),
+                     help="Folder of the build (data, zoo, ground truth, scores, report)."),
+        click.option("--profile", default=None,
+                     help="tiny, standard (default) or full; see `zoosel bench profiles`."),
+        click.option("--tiny", is_flag=True, help="Shorthand for --profile tiny."),
+        click.option("--config", type=click.Path(dir_okay=False),
+                     help="JSON config: profile overrides, `models` (a zoo of your own, "
+                          "Hub-layout folders), `targets` (image folders or dataset ids)."),
+        click.option("--target", "targets", multiple=True,
+                     help="An image folder or dataset id to add as a target task "
+                          "(repeatable)."),
+        click.option("--workers", type=int, default=None,
+                     help="Processes for training, fine-tuning and scoring (one thread "
+                          "each; default: the profile's)."),
+        click.option("--quiet", is_flag=True, help="No progress bars or step messages."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _bench(root: str, profile: str | None, tiny: bool, config: str | None,
+           targets: tuple[str, ...], workers: int | None, quiet: bool) -> Any:
+    from zoosel.bench.profiles import load_config, resolve
+    from zoosel.bench.run import Bench
+    from zoosel.errors import UsageError
+
+    settings = load_config(config) if config else {}
+    if tiny and profile not in (None, "tiny"):
+        raise UsageError("--tiny and --profile disagree; give one of them.")
+    name = "tiny" if tiny else profile or settings.get("profile", "standard")
+    overrides = dict(settings)
+    if workers is not None:
+        overrides["workers"] = workers
+    return Bench(
+        root=Path(root), profile=resolve(name, overrides),
+        external_targets=[*settings.get("targets", []), *targets],
+        builtin_targets=settings.get("builtin_targets", True),
+        models=settings.get("models", []), generalist=settings.get("generalist"),
+        progress=not quiet, log=(lambda msg: None) if quiet else
+        (lambda msg: click.echo(msg, err=True)),
+    )
+
+
+@cli.group("bench")
+def bench_group() -> None:
+    """The model-selection benchmark: zoo, fine-tuning ground truth, selectors, report.
+
+    Steps run separately or together and resume after an interruption:
+    `zoosel bench run` does all of them.
+    """
+
+
+@bench_group.command("run")
+@_bench_options
+@click.option("--fresh", is_flag=True, help="Accept a folder built with other settings "
+                                            "(finished work whose keys match is reused).")
+@friendly_errors
+def bench_run(fresh: bool, **kwargs: Any) -> None:
+    """Every step: build the zoo, fine-tune, score, report."""
+    paths = _bench(**kwargs).run(fresh=fresh)
+    if paths:
+        click.echo(f"report: {paths['report.md']}")
+
+
+def _step(name: str, doc: str) -> None:
+    @bench_group.command(name, help=doc)
+    @_bench_options
+    @friendly_errors
+    def command(**kwargs: Any) -> None:
+        paths = _bench(**kwargs).run(steps=[name])
+        if paths:
+            click.echo(f"report: {paths['report.md']}")
+
+
+_step("zoo", "Train the zoo (source domains, generalist, Multi-BN).")
+_step("finetune", "Fine-tune every zoo member on every target: the ground truth.")
+_step("score", "Score the zoo on every target with every selector.")
+_step("report", "Compute the metrics and write report.md, results.json and plots.")
+
+
+@bench_group.command("profiles")
+def bench_profiles() -> None:
+    """List the built-in profiles and their sizes."""
+    from zoosel.bench.profiles import PROFILES
+
+    for profile in PROFILES.values():
+        regimes = ", ".join(profile.regimes)
+        click.echo(f"{profile.name:9s} sources {len(profile.sources or ()) or 'all'}, "
+                   f"targets {len(profile.targets or ()) or 'all'}, archs "
+                   f"{'+'.join(profile.archs)}, regimes {regimes}, lrs "
+                   f"{'/'.join(map(str, profile.lrs))}, workers {profile.workers}")
