@@ -389,4 +389,13 @@ def test_evaluate_benchmark_fills_everything():
     assert out["validity"]["checks"]["best_differs"]["passed"]
     assert out["settings"]["n_resamples"] == 200
     with pytest.raises(UsageError):
-        M.evaluate_benchmark({"tasks": {}})
+        M.evaluate_benchmark({"generalist": "g"})
+
+
+def test_without_generalist_gains_are_nan():
+    tasks = {"pets": {"5-shot": _task({"g": 0.50, "x": 0.65, "y": 0.40})}}
+    out = M.evaluate_benchmark({"generalist": "", "tasks": tasks}, n_resamples=50)
+    m = out["tasks"]["pets"]["5-shot"]["metrics"]["s"]
+    assert math.isnan(m["top1_gain"]) and math.isnan(m["oracle_gain"])
+    assert m["top1_regret"] == 0.0 and m["trials_to_best"] == 1.0
+    assert out["validity"]["checks"]["generalist_not_always_best"]["passed"] is None

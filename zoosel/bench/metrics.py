@@ -187,7 +187,7 @@ def correlations(accuracy: Mapping[str, float], score: Mapping[str, float]) -> d
 def scorer_metrics(
     accuracy: Mapping[str, float],
     score: Mapping[str, float],
-    generalist: str,
+    generalist: str | None,
     *,
     cost: float | None = None,
     finetune_seconds: float | None = None,
@@ -196,12 +196,13 @@ def scorer_metrics(
     """All of :data:`METRICS` for one scorer on one (task, regime), plus ``n_models``, ``n_finite``.
 
     ``cost`` is the scorer's seconds for the whole zoo, ``finetune_seconds`` the mean wall
-    time of one fine-tuning; either missing gives a NaN relative cost.
+    time of one fine-tuning; either missing gives a NaN relative cost. Without a generalist
+    (None or "") the gains are NaN; a generalist without an accuracy is an error.
     """
     acc = _check_accuracy(accuracy)
-    if generalist not in acc:
+    if generalist and generalist not in acc:
         raise UsageError(f"generalist {generalist!r} has no fine-tuned accuracy.")
-    base = acc[generalist]
+    base = acc[generalist] if generalist else _NAN
     top = max(acc.values())
     out: dict[str, float] = dict.fromkeys(METRICS, _NAN)
     out.update(correlations(acc, score))
@@ -232,7 +233,7 @@ def relative_cost(cost: float | None, finetune_seconds: float | None) -> float:
 def task_metrics(
     accuracy: Mapping[str, float],
     scores: Mapping[str, Mapping[str, float]],
-    generalist: str,
+    generalist: str | None,
     *,
     cost: Mapping[str, float] | None = None,
     finetune_seconds: float | None = None,
@@ -414,10 +415,22 @@ def check_spread(
 
 
 def check_generalist_not_always_best(
-    targets: Mapping[str, Mapping[str, float]], generalist: str, tol: float = 0.0
+    targets: Mapping[str, Mapping[str, float]], generalist: str | None, tol: float = 0.0
 ) -> dict[str, Any]:
-    """Validity (3): on some target a zoo member beats the generalist by more than ``tol``."""
+    """Validity (3): on some target a zoo member beats the generalist by more than ``tol``.
+
+    ``passed`` is None without a generalist (None or "").
+    """
     per_target: dict[str, bool] = {}
+    if not generalist:
+        return {
+            "passed": None,
+            "rule": "the generalist is not the best model on every target (no generalist)",
+            "n_targets": 0,
+            "n_generalist_best": 0,
+            "fraction_generalist_best": _NAN,
+            "per_target": per_target,
+        }
     for t in sorted(targets):
         acc = _check_accuracy(targets[t])
         if generalist not in acc:
@@ -489,7 +502,7 @@ def check_noise(
 
 def validity_checks(
     tasks: Mapping[str, Mapping[str, Mapping[str, Any]]],
-    generalist: str,
+    generalist: str | None,
     *,
     tol: float = 0.0,
     min_spread_points: float = 10.0,
@@ -540,10 +553,10 @@ def evaluate_benchmark(
     a deep copy with ``tasks[task][regime]["metrics"]`` (and ``["prediction"]``), then
     ``aggregates``, ``prediction_aggregates``, ``validity`` and ``settings`` added.
     """
-    if "generalist" not in results or "tasks" not in results:
-        raise UsageError("results need 'generalist' and 'tasks'.")
+    if not isinstance(results, Mapping) or "tasks" not in results:
+        raise UsageError("results need 'tasks' (and 'generalist' for the gains).")
     out = copy.deepcopy(dict(results))
-    generalist = out["generalist"]
+    generalist = out.get("generalist") or None
     tasks = out["tasks"]
     per_task: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     per_pred: dict[str, dict[str, dict[str, dict[str, float]]]] = {}

@@ -3,7 +3,8 @@
 Results dict (JSON-able). Required input, produced by the pipeline::
 
     {
-      "generalist": "<model id>",            # baseline of the gain metrics
+      "generalist": "<model id>",            # baseline of the gain metrics ("" or absent:
+                                              # gains NaN, validity check 3 not run)
       "tasks": {
         "<task>": {
           "<regime>": {                       # "5-shot", "20-shot", "full", ...
@@ -150,7 +151,7 @@ def _safe(name: str) -> str:
 
 def _evaluated(results: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(results, Mapping) or "tasks" not in results:
-        raise UsageError("results must be a dict with 'generalist' and 'tasks'.")
+        raise UsageError("results must be a dict with 'tasks' (and 'generalist').")
     if "aggregates" in results and "validity" in results:
         return dict(results)
     return evaluate_benchmark(results)
@@ -346,15 +347,18 @@ def _zoo_section(res: Mapping[str, Any]) -> list[str]:
         for z in sorted(zoo, key=lambda z: str(z.get("id", ""))):
             row = []
             for k in keys:
-                v = z.get(k, "")
-                row.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+                v = z.get(k)
+                row.append(f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v))
             rows.append(row)
         lines += _table(keys, rows) + [""]
     else:
         lines += ["No zoo metadata in these results.", ""]
     build = res.get("build") or {}
     if build:
-        rows = [[k, _fmt(build[k], "trials_to_best")] for k in sorted(build)]
+        rows = [
+            [k, _fmt(v, "trials_to_best") if isinstance(v, (int, float)) else str(v)]
+            for k, v in sorted(build.items())
+        ]
         lines += ["Build times:", "", *_table(["Stage", "Seconds"], rows), ""]
     return lines
 
