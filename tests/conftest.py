@@ -68,3 +68,5 @@ def hub() -> Iterator[FakeHub]:
 # ============================================================================================
 # zoosel's own feature cache also lives in the session's temporary directory.
 os.environ["ZOOSEL_CACHE"] = os.path.join(HF_HOME, "zoosel")
+# Tests change the FakeHub between listings: Hub listings are cached only when a test asks.
+os.environ["ZOOSEL_LISTING_TTL"] = "0"

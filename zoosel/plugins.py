@@ -33,6 +33,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("hf", "zoosel.sources.hf_hub"),
     ("timm", "zoosel.sources.timm_registry"),
     ("local", "zoosel.sources.local"),
+    ("hf_cache", "zoosel.sources.hf_cache"),
     ("lfc", "zoosel.scorers.lfc"),
     ("logme", "zoosel.scorers.logme"),
     ("leep", "zoosel.scorers.leep"),

@@ -1,4 +1,4 @@
-"""Built-in commands: select, score, scorers, sources, plugins, example."""
+"""Built-in commands: select, list, score, scorers, sources, plugins, example."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 
 from zoosel.cli import cli, friendly_errors
 from zoosel.cli.options import (
+    candidate_arguments,
     candidate_options,
     dataset_options,
     engine_options,
@@ -136,6 +137,47 @@ def _without_processes(argv: list[str]) -> list[str]:
         elif not arg.startswith("--processes="):
             out.append(arg)
     return out
+
+
+@cli.command("list")
+@candidate_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--cache-dir", help="zoosel's cache folder, where Hub listings are kept "
+                                  "(default: $ZOOSEL_CACHE or ~/.cache/zoosel).")
+@friendly_errors
+def list_cmd(fmt: str, cache_dir: str | None, **options: Any) -> None:
+    """Show the candidates a select with these options would rank, without scoring them."""
+    import json
+
+    from zoosel.api import list_models
+
+    listing = list_models(**candidate_arguments(options), cache_dir=cache_dir)
+    if fmt == "json":
+        click.echo(json.dumps(listing.to_dict(), indent=2))
+        return
+    click.echo(_listing_table(listing), nl=False)
+
+
+def _listing_table(listing: Any) -> str:
+    from zoosel.sources.hub_listing import format_count
+
+    header = ("candidate", "source", "library", "pipeline tag", "params", "revision")
+    rows = [header] + [
+        (f"{r['source']}:{r['ref']}", r["source"], r["library"] or "?",
+         r["pipeline_tag"] or "-", format_count(r["params"]), (r["revision"] or "-")[:12])
+        for r in listing.rows()
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    for r in listing.rows():
+        lines += [f"note {r['source']}:{r['ref']}: {note}" for note in r["notes"]]
+    lines += [f"skipped {s.id}: {s.reason}" for s in listing.skipped]
+    lines += [f"failed {f.candidate}: {f.error}" for f in listing.failed]
+    lines.append(f"{len(listing.candidates)} candidates, {len(listing.skipped)} skipped, "
+                 f"{len(listing.failed)} failed")
+    return "\n".join(lines) + "\n"
 
 
 @cli.command("score")

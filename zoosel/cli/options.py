@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from zoosel.sources.hf_hub import SORT_KEYS
+from zoosel.sources.hub_listing import SORT_KEYS, SUPPORTED_LIBRARIES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +32,18 @@ def _apply(options: list[Callable[[Any], Any]]) -> Callable[[F], F]:
         return func
 
     return decorate
+
+
+def _param_count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from zoosel.errors import UsageError
+    from zoosel.sources.hub_listing import parse_count
+
+    if value is None:
+        return None
+    try:
+        return parse_count(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def per_class_value(value: str) -> int | None:
@@ -68,6 +80,26 @@ candidate_options = _apply([
     click.option("--hub-author", help="List Hub models of this user or organisation."),
     click.option("--hub-limit", type=int, help="List at most this many Hub models."),
     click.option("--hub-sort", type=click.Choice(SORT_KEYS), help="Order of the Hub listing."),
+    click.option("--pipeline-tag",
+                 help="Keep Hub models whose pipeline tag is exactly this (a --hub-filter tag "
+                      "also matches custom tags)."),
+    click.option("--library", type=click.Choice(SUPPORTED_LIBRARIES),
+                 help="Keep Hub models of this library."),
+    click.option("--license", "licenses", multiple=True,
+                 help="Keep Hub models under this license (e.g. apache-2.0). Repeatable: any."),
+    click.option("--min-params", callback=_param_count,
+                 help="Keep models with at least this many parameters (300K, 5M, 1.2B); "
+                      "models without a count in the listing are kept, with a note."),
+    click.option("--max-params", callback=_param_count,
+                 help="Keep models with at most this many parameters (300K, 5M, 1.2B)."),
+    click.option("--include-gated", is_flag=True,
+                 help="Keep gated Hub models (you need a token with access to them)."),
+    click.option("--from-cache", is_flag=True,
+                 help="List the models already in the local Hugging Face cache instead of "
+                      "the Hub (automatic with HF_HUB_OFFLINE=1)."),
+    click.option("--listing-ttl", type=click.FloatRange(min=0),
+                 help="Seconds a Hub listing is reused from zoosel's cache (default 3600, "
+                      "or $ZOOSEL_LISTING_TTL; 0: always ask the Hub)."),
     click.option("--timm-pattern", multiple=True,
                  help="List timm pretrained models matching this pattern. Repeatable."),
     click.option("--local-dir", multiple=True,
@@ -89,8 +121,8 @@ engine_options = _apply([
     click.option("--batch-size", default=32, show_default=True),
     click.option("--workers", default=0, show_default=True,
                  help="Data-loading worker processes."),
-    click.option("--cache-dir", help="Feature cache folder (default: $ZOOSEL_CACHE or "
-                                     "~/.cache/zoosel)."),
+    click.option("--cache-dir", help="Cache folder of features and Hub listings (default: "
+                                     "$ZOOSEL_CACHE or ~/.cache/zoosel)."),
     click.option("--no-cache", is_flag=True, help="Neither read nor write the feature cache."),
     click.option("--trust-remote-code", is_flag=True,
                  help="Allow models that run code from their repository."),
@@ -130,12 +162,29 @@ def ranking_options(func: F) -> F:
 
 RANK_OPTION_NAMES = (
     "dataset", "split", "image_column", "label_column", "per_class", "seed", "models",
-    "hub_filter", "hub_search", "hub_author", "hub_limit", "hub_sort", "timm_pattern",
-    "local_dir", "scorers", "sort_by", "device", "batch_size", "workers", "cache_dir",
-    "no_cache", "trust_remote_code", "allow_pickle", "sketch_dim", "sketch_layer",
-    "sketch_head", "sketch_seed", "source_data", "run_dir", "fresh", "shard", "precision",
+    "hub_filter", "hub_search", "hub_author", "hub_limit", "hub_sort", "pipeline_tag",
+    "library", "licenses", "min_params", "max_params", "include_gated", "from_cache",
+    "listing_ttl", "timm_pattern", "local_dir", "scorers", "sort_by", "device", "batch_size",
+    "workers", "cache_dir", "no_cache", "trust_remote_code", "allow_pickle", "sketch_dim",
+    "sketch_layer", "sketch_head", "sketch_seed", "source_data", "run_dir", "fresh", "shard",
+    "precision",
 )
 """Parameter names the option groups above define (``quiet`` aside)."""
+
+
+def candidate_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :func:`zoosel.api.list_models` (and the candidate part of
+    :func:`zoosel.api.rank`) from the options of :data:`candidate_options`."""
+    o = options
+    return dict(
+        models=o["models"], hub_filter=o["hub_filter"], hub_search=o["hub_search"],
+        hub_author=o["hub_author"], hub_limit=o["hub_limit"], hub_sort=o["hub_sort"],
+        pipeline_tag=o["pipeline_tag"], library=o["library"], licenses=o["licenses"],
+        min_params=o["min_params"], max_params=o["max_params"],
+        include_gated=o["include_gated"], from_cache=o["from_cache"],
+        listing_ttl=o["listing_ttl"], timm_patterns=o["timm_pattern"],
+        local_dirs=o["local_dir"],
+    )
 
 
 def rank_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,9 +194,7 @@ def rank_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
     """
     o = options
     return dict(
-        dataset=o["dataset"], models=o["models"], hub_filter=o["hub_filter"],
-        hub_search=o["hub_search"], hub_author=o["hub_author"], hub_limit=o["hub_limit"],
-        hub_sort=o["hub_sort"], timm_patterns=o["timm_pattern"], local_dirs=o["local_dir"],
+        dataset=o["dataset"], **candidate_arguments(o),
         scorers=o["scorers"] or None, sort_by=o["sort_by"], split=o["split"],
         image_column=o["image_column"], label_column=o["label_column"],
         per_class=per_class_value(o["per_class"]), seed=o["seed"], device=o["device"],

@@ -1,6 +1,7 @@
 """The ``hf`` source: candidates listed from the Hugging Face Hub.
 
-Lists with ``HfApi.list_models`` (filters, search, author, sort, limit) and pins
+Lists with ``HfApi.list_models`` (filters, search, author, sort, limit; the exact
+filters and the listing cache live in :mod:`zoosel.sources.hub_listing`) and pins
 every candidate to the commit the listing returned, so a ranking names exactly
 the weights it scored. timm repositories load through timm, transformers
 repositories through ``AutoModel`` / ``AutoImageProcessor``; repositories of
@@ -15,11 +16,9 @@ from typing import Any
 
 from zoosel.errors import CandidateError
 from zoosel.hookspecs import hookimpl
-from zoosel.sources import loaders
+from zoosel.sources import hub_listing, loaders
+from zoosel.sources.hub_listing import SORT_KEYS, SUPPORTED_LIBRARIES  # noqa: F401  (re-exported)
 from zoosel.types import Candidate, ListRequest, LoadedModel, LoadSettings, Skipped
-
-SUPPORTED_LIBRARIES = ("timm", "transformers")
-SORT_KEYS = ("downloads", "likes", "created_at", "last_modified", "trending_score")
 
 
 class HubSource:
@@ -29,40 +28,15 @@ class HubSource:
     summary = "Hugging Face Hub models (timm and transformers), pinned to their commit"
 
     def list_candidates(self, request: ListRequest) -> Iterable[Candidate | Skipped]:
-        if not (request.hub_filter or request.hub_search or request.hub_author):
-            return
-        from huggingface_hub import HfApi
-
-        kwargs: dict[str, Any] = dict(
-            filter=list(request.hub_filter) or None,
-            search=request.hub_search,
-            author=request.hub_author,
-            limit=request.hub_limit,
-            expand=["sha", "library_name", "pipeline_tag", "tags"],
-        )
-        if request.hub_sort:
-            kwargs["sort"] = request.hub_sort
-        try:
-            for info in HfApi().list_models(**kwargs):
-                yield self._candidate(info.id, info.sha, info.library_name, info.tags or [])
-        except Exception as exc:
-            raise CandidateError(
-                f"listing models on the Hub failed: {loaders._short(exc)}. Check your "
-                "network, HF_ENDPOINT and token, or name models with --model."
-            ) from exc
+        if not request.wants_hub_listing() or hub_listing.uses_local_cache(request):
+            return  # offline, the hf-cache source lists instead
+        yield from hub_listing.list_hub(self.name, request)
 
     def _candidate(
         self, repo_id: str, sha: str | None, library: str | None, tags: list[str]
     ) -> Candidate | Skipped:
-        library = library or next((t for t in tags if t in SUPPORTED_LIBRARIES), None)
-        if library not in SUPPORTED_LIBRARIES:
-            return Skipped(
-                self.name, repo_id,
-                f"library {library or 'unknown'!r} is not supported "
-                f"(zoosel loads {' and '.join(SUPPORTED_LIBRARIES)} models)",
-            )
-        return Candidate(self.name, repo_id, revision=sha, library=library,
-                         extra={"custom_code": "custom_code" in tags})
+        model = hub_listing.ListedModel(repo_id, sha, library, tags=tuple(tags))
+        return hub_listing.hub_candidate(self.name, model)
 
     def resolve(self, ref: str) -> Candidate | Skipped:
         from huggingface_hub import HfApi
