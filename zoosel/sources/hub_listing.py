@@ -65,7 +65,7 @@ def hub_offline() -> bool:
 
 def uses_local_cache(request: ListRequest) -> bool:
     """Whether the listing comes from the local Hugging Face cache instead of the Hub."""
-    return request.from_cache or (hub_offline() and request.wants_hub_listing())
+    return request.from_cache or (request.wants_hub_listing() and hub_offline())
 
 
 @dataclass(frozen=True)
