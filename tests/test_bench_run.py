@@ -1,0 +1,218 @@
+"""The benchmark build end to end on the tiny profile: zoo, ground truth, selectors, report."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from zoosel.bench import groundtruth, nets, zoo
+from zoosel.bench.data import BenchData, shots
+from zoosel.bench.profiles import get_profile, load_config, resolve
+from zoosel.bench.run import Bench
+from zoosel.bench.train import Schedule, accuracy, fit
+from zoosel.errors import UnknownNameError, UsageError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Bench:
+    """A complete tiny build, shared by the tests of this module."""
+    bench = Bench(root=tmp_path_factory.mktemp("bench"), profile=get_profile("tiny"),
+                  progress=False, log=lambda msg: None)
+    bench.run()
+    return bench
+
+
+def test_zoo_has_every_member_in_hub_layout(tiny: Bench) -> None:
+    names = {m.name for m in zoo.plan(tiny._profile())}
+    assert names == {"resnet-generalist", "multibn-glyphs", "multibn-shapes", "resnet-glyphs",
+                     "resnet-shapes", "resnet-glyphs-from-generalist",
+                     "resnet-shapes-from-generalist"}
+    assert set(tiny.members()) == names
+    for name in names:
+        folder = tiny.zoo_dir / name
+        config = json.loads((folder / "config.json").read_text())
+        assert config["architecture"] == "resnet18"
+        assert (folder / "model.safetensors").is_file()
+        assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pth"))
+        meta = nets.member_meta(folder)
+        assert 0.0 <= meta["source_accuracy"] <= 1.0
+        model = nets.load(folder)
+        assert model.num_classes == (20 if name == "resnet-generalist" else 10)
+
+
+def test_multibn_members_share_everything_but_batch_norm_and_head(tiny: Bench) -> None:
+    a = nets.load(tiny.zoo_dir / "multibn-glyphs").state_dict()
+    b = nets.load(tiny.zoo_dir / "multibn-shapes").state_dict()
+    assert a.keys() == b.keys()
+    bn_keys = [k for k in a if k.startswith(("bn", "layer")) and ".bn" in k or k.startswith("bn1")]
+    conv_keys = [k for k in a if "conv" in k and k.endswith("weight")]
+    assert conv_keys and bn_keys
+    for k in conv_keys:
+        assert torch.equal(a[k], b[k]), k
+    assert any(not torch.equal(a[k], b[k]) for k in bn_keys if k.endswith("running_mean"))
+    assert not torch.equal(a["fc.weight"], b["fc.weight"])
+
+
+def test_multibn_training_only_moves_the_domain_in_use() -> None:
+    arch = nets.get_arch("resnet")
+    model = nets.create(arch, 3, 16, seed=0)
+    multi = nets.MultiBN(model, {"a": 3, "b": 4})
+    before_b = [t.detach().clone() for layer in multi.domains["b"]["bn"] for t in layer[:4]]
+    images = np.random.default_rng(0).integers(0, 255, (8, 16, 16, 3), dtype=np.uint8)
+    fit(model, images, np.arange(8) % 3, Schedule(1, 0.1, batch_size=4), seed=0,
+        parameters=multi.parameters(), before_step=lambda d: multi.use("a"),
+        domains=np.zeros(8, dtype=int))
+    after_b = [t.detach() for layer in multi.domains["b"]["bn"] for t in layer[:4]]
+    assert all(torch.equal(x, y) for x, y in zip(before_b, after_b, strict=True))
+    moved_a = [not torch.equal(layer[2], torch.zeros_like(layer[2]))
+               for layer in multi.domains["a"]["bn"]]
+    assert all(moved_a)  # domain a's running means were updated
+
+
+def test_learning_rate_is_chosen_on_validation_and_every_run_is_stored(tiny: Bench) -> None:
+    records = groundtruth.Store(tiny.root).records()
+    profile = tiny.profile
+    members, tasks = tiny.members(), tiny.tasks
+    seed0 = [r for r in records if r["seed"] == 0]
+    assert len(seed0) == len(members) * len(tasks) * len(profile.regimes) * len(profile.lrs)
+    by_key: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in seed0:
+        by_key[(r["member"], r["task"], r["regime"])].append(r)
+    table = groundtruth.table(records)
+    for (member, task, regime), runs in by_key.items():
+        best_val = max(r["val_accuracy"] for r in runs)
+        chosen = table[f"{task}/{regime}"]["lr"][member]
+        chosen_run = next(r for r in runs if r["lr"] == chosen)
+        assert chosen_run["val_accuracy"] == best_val
+        # the test accuracy reported is that of the chosen rate (mean over its seeds)
+        seeds = [r["test_accuracy"] for r in records if (r["member"], r["task"], r["regime"],
+                 r["lr"]) == (member, task, regime, chosen)]
+        assert table[f"{task}/{regime}"]["accuracy"][member] == pytest.approx(np.mean(seeds))
+    noise = [r for r in records if r["seed"] > 0]
+    assert {r["task"] for r in noise} == {tasks[0]}
+    assert {r["regime"] for r in noise} == {"5-shot"}
+    assert len(noise) == len(members) * (profile.noise_seeds - 1)
+
+
+def test_regime_training_sets_are_k_shot_and_shared(tiny: Bench) -> None:
+    data = BenchData(tiny.root, tiny.profile)
+    pool = data.target("sprites", "pool")
+    rows = data.regime_rows("sprites", "5-shot")
+    assert np.bincount(pool.labels[rows]).tolist() == [5] * len(pool.classes)
+    folder = data.regime_folder("sprites", "5-shot")
+    files = sorted(p for p in folder.rglob("*.png"))
+    assert len(files) == 5 * len(pool.classes)
+
+
+def test_scores_and_costs_for_every_selector(tiny: Bench) -> None:
+    record = json.loads((tiny.root / "scores" / "sprites__5-shot.json").read_text())
+    members = set(tiny.members())
+    for name in ("lfc", "logme", "leep", "linft", "domain_sim", "random"):
+        assert set(record["scores"][name]) == members, name
+        assert record["cost"][name] > 0
+    assert record["num_samples"] == 5 * 8
+    full = json.loads((tiny.root / "scores" / "sprites__full.json").read_text())
+    ablation = json.loads((tiny.root / "scores" / "sprites__full-full-split.json").read_text())
+    assert full["num_samples"] == ablation["num_samples"] == 10 * 8  # pool smaller than 25
+
+
+def test_report_files_and_headline(tiny: Bench) -> None:
+    report = tiny.root / "report"
+    text = (report / "report.md").read_text()
+    assert "## Headline" in text
+    for name in ("lfc", "logme", "leep", "domain_sim", "random"):
+        assert f"| {name} |" in text
+    results = json.loads((report / "results.json").read_text())
+    assert set(results["tasks"]) == {"beaded_glyphs", "sprites"}
+    assert set(results["tasks"]["sprites"]) == {"5-shot", "full", "full (full-split)"}
+    assert results["generalist"] == "resnet-generalist"
+    assert "validity" in results
+    pngs = list((report / "figures").glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_a_second_run_does_no_work_and_an_interrupted_one_resumes(tiny: Bench) -> None:
+    store = groundtruth.Store(tiny.root)
+    lines = store.path.read_text().splitlines()
+    weights = tiny.zoo_dir / "resnet-glyphs" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    tiny.run(steps=("zoo", "finetune", "score"))
+    assert store.path.read_text().splitlines() == lines
+    assert weights.stat().st_mtime_ns == stamp
+    # an interruption: the last two runs lost, the one before cut mid-line
+    kept = lines[:-3] + [lines[-3][: len(lines[-3]) // 2]]
+    store.path.write_text("\n".join(kept) + "\n")
+    tiny.finetune()
+    after = store.records()
+    assert len(after) == len(lines)
+    assert {json.dumps(r, sort_keys=True) for r in after} >= {
+        json.dumps(json.loads(x), sort_keys=True) for x in lines[:-3]}
+
+
+def test_fine_tuning_learns_a_separable_task() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(2), 20)
+    images = np.zeros((40, 16, 16, 3), dtype=np.uint8)
+    images[labels == 0, :8] = 255
+    images[labels == 1, 8:] = 255
+    images = np.clip(images + rng.integers(0, 40, images.shape), 0, 255).astype(np.uint8)
+    model = nets.create(nets.get_arch("resnet"), 2, 16, seed=0)
+    assert accuracy(model, images, labels) <= 0.75
+    fit(model, images, labels, Schedule(10, 0.05, batch_size=8), seed=0)
+    assert accuracy(model, images, labels) == 1.0
+
+
+def test_shots_are_per_class_and_seeded() -> None:
+    labels = np.repeat(np.arange(3), 10)
+    a, b = shots(labels, 4, seed=1), shots(labels, 4, seed=2)
+    assert np.bincount(labels[a]).tolist() == [4, 4, 4]
+    assert not np.array_equal(a, b)
+    assert np.array_equal(shots(labels, None, 0), np.arange(30))
+
+
+def test_external_target_is_split_once_and_stratified(tmp_path: Path) -> None:
+    from zoosel.testing.factories import write_image_folder
+
+    folder = write_image_folder(tmp_path / "mydata", num_classes=3, per_class=12, size=20)
+    bench = Bench(root=tmp_path / "b", profile=get_profile("tiny"), external_targets=[
+        str(folder)], builtin_targets=False, progress=False, log=lambda m: None)
+    assert bench.tasks == ["ext-mydata"]
+    parts = {s: bench.data.target("ext-mydata", s) for s in ("pool", "val", "test")}
+    sizes = {s: len(p.labels) for s, p in parts.items()}
+    assert sum(sizes.values()) == 36 and min(sizes.values()) >= 3
+    for part in parts.values():
+        assert part.images.shape[1:] == (32, 32, 3)
+        assert set(np.unique(part.labels)) == {0, 1, 2}
+
+
+def test_config_and_profile_errors(tmp_path: Path) -> None:
+    with pytest.raises(UnknownNameError, match="Did you mean 'tiny'"):
+        get_profile("tinny")
+    bad = tmp_path / "c.json"
+    bad.write_text(json.dumps({"profile": "tiny", "epoch": 3}))
+    with pytest.raises(UsageError, match="unknown keys epoch"):
+        load_config(bad)
+    assert resolve("tiny", {"lrs": [0.1]}).lrs == (0.1,)
+    Bench(root=tmp_path / "b", profile=get_profile("tiny")).check_config()
+    with pytest.raises(UsageError, match="other settings"):
+        Bench(root=tmp_path / "b", profile=resolve("tiny", {"lrs": [0.1]})).check_config()
+
+
+def test_cli_reports_usage_errors_without_traceback(tmp_path: Path) -> None:
+    from zoosel.cli import bench_commands, cli  # noqa: F401  (registers `bench`)
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["bench", "report", "--profile", "huge",
+                                 "--dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "Unknown benchmark profile 'huge'" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(cli, ["bench", "finetune", "--tiny", "--dir", str(tmp_path / "e")])
+    assert result.exit_code == 2 and "run `zoosel bench zoo` first" in result.output
+    assert "standard" in runner.invoke(cli, ["bench", "profiles"]).output
