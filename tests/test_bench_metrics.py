@@ -336,10 +336,18 @@ def test_noise():
     assert t["noise_std"] == pytest.approx(math.sqrt(2) / 2)
     assert t["mean_gap"] == pytest.approx(20.0) and t["spread"] == pytest.approx(40.0)
     assert t["noise_over_gap"] == pytest.approx(math.sqrt(2) / 40)
+    assert t["model_std"] == pytest.approx(20.0)  # std of 90, 70, 50 (ddof=1)
+    assert t["noise_over_model_std"] == pytest.approx(math.sqrt(2) / 40)
+    assert t["reliability"] == pytest.approx(1 - 2 / 1600)
     assert r["passed"] and t["passed"]
     noisy = {"t": {"a": [0.70, 0.95, 0.80], "c": [0.3, 0.7]}}
     r = M.check_noise({"t": acc}, noisy)
-    assert not r["passed"] and r["per_target"]["t"]["noise_over_gap"] > 0.5
+    assert not r["passed"] and r["per_target"]["t"]["noise_over_model_std"] > 0.5
+    # a zoo of many close models: noise above the consecutive gap, small next to the spread
+    many = {f"m{i}": 0.40 + 0.01 * i for i in range(30)}
+    r = M.check_noise({"t": many}, {"t": {"m0": [0.40, 0.42], "m5": [0.45, 0.47]}})
+    t = r["per_target"]["t"]
+    assert t["noise_over_gap"] > 1 and t["passed"] and r["passed"]
     none = M.check_noise({"t": acc}, {"t": {"a": [0.9]}})
     assert none["passed"] is None and none["n_targets"] == 0
 

@@ -272,7 +272,8 @@ def _validity_section(res: Mapping[str, Any]) -> list[str]:
             f"generalist best on {c['n_generalist_best']}/{c['n_targets']}"
         ),
         "noise": lambda c: (
-            f"{c['n_pass']}/{c['n_targets']} targets pass; median noise/gap "
+            f"{c['n_pass']}/{c['n_targets']} targets pass; median noise / model std "
+            f"{_fmt(c.get('median_noise_over_model_std'))}, noise / consecutive gap "
             f"{_fmt(c.get('median_noise_over_gap'))}"
         ),
     }
@@ -302,8 +303,9 @@ def _validity_section(res: Mapping[str, Any]) -> list[str]:
                 _fmt(spread[t], "oracle_gain") if t in spread else "",
                 "yes" if gen.get(t) else "no",
                 _fmt(nz.get("noise_std")) if nz else "",
+                _fmt(nz.get("model_std")) if nz else "",
                 _fmt(nz.get("mean_gap")) if nz else "",
-                _fmt(nz.get("noise_over_gap")) if nz else "",
+                _fmt(nz.get("noise_over_model_std")) if nz else "",
             ]
         )
     header = [
@@ -312,8 +314,9 @@ def _validity_section(res: Mapping[str, Any]) -> list[str]:
         "Spread (few-shot)",
         "Generalist best",
         "Seed std (points)",
+        "Model std (points)",
         "Mean gap (points)",
-        "Noise / gap",
+        "Noise / model std",
     ]
     return [*lines, *_table(header, rows), ""]
 
