@@ -34,6 +34,9 @@ class Schedule:
     milestones: Sequence[float] = MILESTONES
     augment: bool = False
     """Random translations by up to 1/8 of the image (source training only)."""
+    optimizer: str = "sgd"
+    """``sgd`` (Nesterov momentum; the fine-tuning protocol) or ``adamw`` (source training of
+    architectures without batch norm, which plain SGD leaves near chance at this size)."""
 
 
 def _shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -74,9 +77,13 @@ def fit(
     x_all = to_input(images)
     y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     params = list(parameters) if parameters is not None else list(model.parameters())
-    optimizer = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum,
-                                nesterov=schedule.momentum > 0,
-                                weight_decay=schedule.weight_decay)
+    if schedule.optimizer == "adamw":
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+            params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum,
+                                    nesterov=schedule.momentum > 0,
+                                    weight_decay=schedule.weight_decay)
     steps_per_epoch = _batches_per_epoch(len(y_all), domains, schedule.batch_size)
     total = schedule.epochs * steps_per_epoch
     drops = sorted({round(m * total) for m in schedule.milestones})

@@ -89,16 +89,17 @@ def build_member(root: Path, profile: Profile, member: Member) -> dict[str, Any]
     seed = 0
     if member.init == "multibn":
         return _build_multibn(root, profile, sources)
+    optimizer, factor, decay = arch.source_optimizer
     if member.source == "all":
         train, _ = union(data, sources, "train")
         test, _ = union(data, sources, "test")
-        schedule = Schedule(profile.generalist_epochs, profile.source_lr, batch_size=64,
-                            augment=True)
+        epochs, lr = profile.generalist_epochs, profile.source_lr
     else:
         train, test = data.source(member.source, "train"), data.source(member.source, "test")
         epochs = profile.init_epochs if member.init == "generalist" else profile.source_epochs
         lr = profile.source_lr / 5 if member.init == "generalist" else profile.source_lr
-        schedule = Schedule(epochs, lr, batch_size=64, augment=True)
+    schedule = Schedule(epochs, lr * factor, batch_size=64, augment=True, optimizer=optimizer,
+                        weight_decay=decay)
     if member.init == "generalist":
         torch.manual_seed(seed)
         model = nets.load(zoo / str(member.depends_on), num_classes=len(train.classes))
