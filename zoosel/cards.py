@@ -7,7 +7,9 @@ body below it is rendered from a :class:`string.Template` that a user can replac
 :data:`TEMPLATE_FIELDS` for the ``$names`` it may use.
 
 :func:`push_card` uploads a written card and its JSON to a Hub repository, as a pull
-request by default.
+request by default; with a plan made by ``plan_upload(..., metadata=True)`` the same commit
+also sets the ``zoosel`` key of the repository's ``README.md`` metadata (see
+:func:`card_metadata` and :func:`merged_readme`).
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ TEMPLATE_FIELDS = (
 
 CARD_DIR_IN_REPO = "zoosel"
 """Folder of the repository the card and its JSON are uploaded to."""
+
+METADATA_KEY = "zoosel"
+"""The key of the repository card's YAML metadata that holds the ranking's summary."""
+README_IN_REPO = "README.md"
+TOP_CANDIDATES = 10
+"""Candidates listed in the metadata summary, best first."""
 
 RETRIES = 3
 """Further attempts of an upload answered 429 or 5xx."""
@@ -271,6 +279,159 @@ def _fields(ranking: Ranking, meta: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+# ---------------------------------------------------------------------- README metadata
+#
+# The ranking's summary goes under zoosel's own key of the repository card's metadata:
+# ``model-index`` / eval results are a model-card convention about a model's results on
+# datasets, which a dataset card has no use for (and the Hub does not read there).
+
+
+def card_metadata(card: Mapping[str, Any], card_path: str | None = None) -> dict[str, Any]:
+    """A compact summary of a ranking for the :data:`METADATA_KEY` key of a repository
+    card's YAML metadata.
+
+    ``card`` is the card's JSON (:func:`card_json`) or its front matter; ``card_path`` is
+    where the card lies in the repository. The summary holds the recommended model, the
+    score sorted by, the scorers with their references, the best :data:`TOP_CANDIDATES`
+    candidates (id, revision, rank and score sorted by), the dataset's split, sample and
+    fingerprint, and zoosel's version. On a dataset card zoosel keeps this under its own key
+    rather than ``model-index`` (eval results), which is a model-card convention.
+    """
+    sort_by = card.get("sort_by")
+    data = card.get("dataset") or {}
+    candidates = list(card.get("candidates") or [])
+    return {
+        "version": card.get("zoosel_version"),
+        "generated_at": card.get("generated_at"),
+        "card": card_path,
+        "recommended": card.get("recommended"),
+        "sort_by": sort_by,
+        "scorers": [{"name": s.get("name"), "reference": s.get("reference") or ""}
+                    for s in card.get("scorers") or []],
+        "dataset": {key: data.get(key) for key in ("split", "per_class", "seed", "fingerprint")},
+        "num_candidates": len(candidates),
+        "candidates": [
+            {"rank": c.get("rank", i), "id": c.get("id"), "revision": _revision(c.get("id")),
+             "score": _finite((c.get("scores") or {}).get(sort_by))}
+            for i, c in enumerate(candidates[:TOP_CANDIDATES], 1)
+        ],
+    }
+
+
+def _revision(candidate_id: Any) -> str | None:
+    """The revision a candidate id is pinned to (``SOURCE:REF@REVISION``), if any."""
+    ref = str(candidate_id or "").partition(":")[2] or str(candidate_id or "")
+    _, at, revision = ref.rpartition("@")
+    return revision if at and revision else None
+
+
+def merged_readme(existing: str | None, metadata: Mapping[str, Any]) -> str:
+    """``existing`` (a README.md's text; None: there is none) with each key of ``metadata``
+    set in its YAML front matter, replacing that key if present.
+
+    The front matter is found and parsed as huggingface_hub does (its ``REGEX_YAML_BLOCK``).
+    Only the lines of the keys set are rewritten, so every other key keeps its exact text,
+    and the markdown body and the line endings are untouched. Should the result not parse
+    back to the old metadata plus the new keys (YAML anchors shared with the replaced key,
+    a flow-style mapping), the whole front matter is dumped again with huggingface_hub's
+    ``yaml_dump``: same values, new formatting. Without a README, a minimal one is made.
+    """
+    import yaml
+
+    if existing is None:
+        return (f"---\n{_yaml_text(metadata)}---\n\n"
+                f"Model rankings made with zoosel are in "
+                f"`{CARD_DIR_IN_REPO}/`.\n")
+    empty = re.match(r"\s*---(\r\n|\r|\n)---[ \t]*(?:\r\n|\n|$)", existing)
+    match = None if empty else _front_matter_match(existing)
+    first_break = re.search(r"\r\n|\n|\r", existing)
+    newline = first_break.group(0) if first_break else "\n"
+    block = _yaml_text(metadata).replace("\n", newline)
+    if match is None:
+        # No front matter, or an empty one (which the Hub's regex does not see either).
+        rest = existing[empty.end():] if empty else existing
+        return f"---{newline}{block}---{newline}{rest}"
+    old_yaml = match.group(2)
+    try:
+        old = yaml.safe_load(old_yaml)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"the YAML metadata of the repository's {README_IN_REPO} does not "
+                         f"parse ({exc}); fix it, or push without --card-metadata.") from None
+    old = {} if old is None else old
+    if not isinstance(old, dict):
+        raise UsageError(f"the YAML metadata of the repository's {README_IN_REPO} is not a "
+                         "mapping; fix it, or push without --card-metadata.")
+    expected = {**old, **yaml.safe_load(block)}
+    new_yaml = _set_keys(old_yaml, metadata, block, newline)
+    merged = existing[:match.start(2)] + new_yaml + existing[match.end(2):]
+    try:
+        check = _front_matter_match(merged)
+        same = (check is not None and yaml.safe_load(check.group(2)) == expected
+                and merged[check.end():] == existing[match.end():])
+    except yaml.YAMLError:
+        same = False
+    if same:
+        return merged
+    from huggingface_hub.utils import yaml_dump
+
+    dumped = yaml_dump(expected, sort_keys=False, line_break=newline)
+    return f"{existing[:match.start()]}---{newline}{dumped}---{newline}{existing[match.end():]}"
+
+
+def _set_keys(old_yaml: str, metadata: Mapping[str, Any], block: str, newline: str) -> str:
+    """``old_yaml`` with the top-level entries of ``metadata``'s keys removed and ``block``
+    put where the first of them was (else at the end)."""
+    lines = old_yaml.splitlines(keepends=True)
+    names = "|".join(re.escape(k) for k in metadata)
+    key_line = re.compile(rf"""^(?:{names}|"(?:{names})"|'(?:{names})')[ \t]*:(?:[ \t]|$)""")
+    out: list[str] = []
+    at: int | None = None
+    i = 0
+    while i < len(lines):
+        if not key_line.match(lines[i].rstrip("\r\n")):
+            out.append(lines[i])
+            i += 1
+            continue
+        at = len(out) if at is None else at
+        end = i + 1
+        # The entry goes on while lines are indented, blank, or a top-level "- " sequence
+        # item (YAML lets a key's list start at the key's own indentation).
+        while end < len(lines) and (not lines[end].strip()
+                                    or lines[end][0] in " \t-"):
+            end += 1
+        while end > i + 1 and not lines[end - 1].strip():  # blank lines belong to what follows
+            end -= 1
+        i = end
+    if at is None:
+        sep = newline if old_yaml and not old_yaml.endswith(("\n", "\r")) else ""
+        return old_yaml + sep + block.removesuffix(newline)
+    head, tail = "".join(out[:at]), "".join(out[at:])
+    # Front matter ends without a line break of its own (the regex leaves it to "---").
+    return head + (block + tail if tail else block.removesuffix(newline))
+
+
+def _yaml_text(metadata: Mapping[str, Any]) -> str:
+    import yaml
+
+    return redact(yaml.safe_dump(_plain(dict(metadata)), sort_keys=False, allow_unicode=True,
+                                 width=100))
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with mappings as dicts and tuples as lists, as YAML reads them back."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _front_matter_match(text: str) -> re.Match[str] | None:
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
+    return REGEX_YAML_BLOCK.search(text)
+
+
 # ------------------------------------------------------------------------------- upload
 
 
@@ -289,22 +450,37 @@ class UploadPlan:
     repo_type: str
     create_pr: bool
     files: tuple[UploadFile, ...]
+    metadata: Mapping[str, Any] | None = None
+    """The summary to set under :data:`METADATA_KEY` in the repository's README.md, which
+    :func:`push_card` reads from the main branch and adds to the same commit; None leaves
+    the README alone."""
 
     def describe(self, dry_run: bool = False) -> str:
         where = (f"a pull request on {self.repo_type} {self.repo_id}" if self.create_pr
                  else f"the main branch of {self.repo_type} {self.repo_id}")
         head = (f"dry run: would upload to {where} (nothing uploaded):" if dry_run
                 else f"uploading to {where}:")
-        width = max(len(f.path_in_repo) for f in self.files)
+        paths = [f.path_in_repo for f in self.files]
+        if self.metadata is not None:
+            paths.append(README_IN_REPO)
+        width = max(map(len, paths))
         lines = [f"  {f.path_in_repo.ljust(width)}  {f.size:>8} bytes  (from {f.local})"
                  for f in self.files]
+        if self.metadata is not None:
+            lines.append(f"  {README_IN_REPO.ljust(width)}  metadata key '{METADATA_KEY}' "
+                         "set, every other key and the text kept (read from main)")
+            if dry_run:
+                block = _yaml_text({METADATA_KEY: dict(self.metadata)})
+                lines += ["  new metadata:", *("    " + line for line in block.splitlines())]
         return "\n".join([head, *lines])
 
 
 def plan_upload(card: str | os.PathLike, repo_id: str, *, repo_type: str = "dataset",
-                create_pr: bool = True, folder: str = CARD_DIR_IN_REPO) -> UploadPlan:
+                create_pr: bool = True, folder: str = CARD_DIR_IN_REPO,
+                metadata: bool = False) -> UploadPlan:
     """The card at ``card`` and its JSON (same name, ``.json``) as files of ``repo_id``
-    under ``folder``."""
+    under ``folder``; with ``metadata``, also the card's summary (:func:`card_metadata`)
+    for the repository's README.md."""
     md = Path(card)
     if not md.is_file():
         raise UsageError(f"no card at {md}; write one with `zoosel select ... --card {md}`.")
@@ -314,8 +490,30 @@ def plan_upload(card: str | os.PathLike, repo_id: str, *, repo_type: str = "data
         raise UsageError(f"unknown repository type {repo_type!r}: dataset, model or space.")
     files = [md] + [p for p in (md.with_suffix(".json"),) if p.is_file() and p != md]
     prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+    summary = card_metadata(_read_card_data(md), prefix + md.name) if metadata else None
     return UploadPlan(repo_id, repo_type, create_pr, tuple(
-        UploadFile(p, prefix + p.name, p.stat().st_size) for p in files))
+        UploadFile(p, prefix + p.name, p.stat().st_size) for p in files), summary)
+
+
+def _read_card_data(md: Path) -> dict[str, Any]:
+    """The card's JSON next to ``md``, else the card's own front matter (the same keys)."""
+    import yaml
+
+    data: Any = None
+    try:
+        if md.with_suffix(".json").is_file() and md.suffix.lower() != ".json":
+            data = json.loads(md.with_suffix(".json").read_text(encoding="utf-8"))
+        else:
+            text = md.read_text(encoding="utf-8")
+            match = _front_matter_match(text)
+            data = yaml.safe_load(match.group(2)) if match else None
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read the ranking from the card {md} ({exc}); write it again "
+                         f"with `zoosel select ... --card {md}`.") from None
+    if not isinstance(data, dict) or "candidates" not in data:
+        raise UsageError(f"{md} is not a zoosel ranking card (no candidates in its JSON or "
+                         f"front matter); write one with `zoosel select ... --card {md}`.")
+    return data
 
 
 def _valid_repo_id(repo_id: str) -> bool:
@@ -334,9 +532,13 @@ def push_card(plan: UploadPlan, *, endpoint: str | None = None,
     """Upload ``plan`` in one commit (a pull request unless ``plan.create_pr`` is false) and
     return the URL of the pull request or commit.
 
+    With ``plan.metadata``, the repository's README.md is read from the main branch, its
+    ``zoosel`` metadata key set (:func:`merged_readme`) and the result added to the same
+    commit, whose parent is the commit the README was read from.
+
     The token comes from huggingface_hub (``HF_TOKEN``, ``hf auth login``). Answers 429 or
-    5xx are retried :data:`RETRIES` times with exponential backoff; every failure becomes a
-    :class:`~zoosel.errors.HubError` saying what to do.
+    5xx are retried :data:`RETRIES` times with exponential backoff; every failure, reading
+    the README included, becomes a :class:`~zoosel.errors.HubError` saying what to do.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -344,14 +546,46 @@ def push_card(plan: UploadPlan, *, endpoint: str | None = None,
     message = "Add zoosel model ranking card"
     description = ("Model ranking written by zoosel " + __version__
                    + ": " + ", ".join(f.path_in_repo for f in plan.files) + ".")
-    attempt = 0
-    while True:
+    readme: bytes | None = None
+    parent: str | None = None
+    if plan.metadata is not None:
+        existing, parent = _with_retries(lambda: _read_readme(api, plan), plan, say)
+        readme = merged_readme(existing, {METADATA_KEY: dict(plan.metadata)}).encode("utf-8")
+        description += (f" Sets the `{METADATA_KEY}` key of {README_IN_REPO}'s metadata to "
+                        "a summary of the ranking; nothing else in it changes.")
+
+    def commit() -> Any:
+        # Operations are built again for each attempt: an upload marks them as used.
         operations = [CommitOperationAdd(f.path_in_repo, str(f.local)) for f in plan.files]
+        if readme is not None:
+            operations.append(CommitOperationAdd(README_IN_REPO, readme))
         try:
-            info = api.create_commit(
+            return api.create_commit(
                 plan.repo_id, operations, commit_message=message,
                 commit_description=description, repo_type=plan.repo_type,
-                create_pr=plan.create_pr)
+                create_pr=plan.create_pr, parent_commit=parent)
+        except ValueError as exc:  # the Hub's check of a README's metadata (validate-yaml)
+            if readme is None or "Invalid metadata in README.md" not in str(exc):
+                raise
+            said = " ".join(str(exc).split("README.md.", 1)[-1].split())
+            raise HubError(redact(
+                f"the Hub rejected the metadata of {README_IN_REPO} in {plan.repo_type} "
+                f"{plan.repo_id}" + (f" ({said})" if said else "") + ". Fix the metadata "
+                "already in the repository's README.md, or push without --card-metadata. "
+                "The card is kept locally: " + ", ".join(str(f.local) for f in plan.files)
+                + ".")) from None
+
+    info = _with_retries(commit, plan, say)
+    return str(info.pr_url or info.commit_url)
+
+
+def _with_retries(call: Callable[[], Any], plan: UploadPlan,
+                  say: Callable[[str], None] | None) -> Any:
+    """``call()``, retried on 429 and 5xx; Hub failures raised as :func:`hub_error`."""
+    attempt = 0
+    while True:
+        try:
+            return call()
         except Exception as exc:
             error = hub_error(exc, plan)
             status = _status(exc)
@@ -368,8 +602,27 @@ def push_card(plan: UploadPlan, *, endpoint: str | None = None,
                 say(f"the Hub answered {status}; retrying in {wait:.0f}s "
                     f"({attempt}/{RETRIES})")
             time.sleep(wait)
-            continue
-        return str(info.pr_url or info.commit_url)
+
+
+def _read_readme(api: Any, plan: UploadPlan) -> tuple[str | None, str]:
+    """The README.md on the main branch of ``plan``'s repository (None when it has none),
+    and the commit it was read from."""
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    sha = api.repo_info(plan.repo_id, repo_type=plan.repo_type, revision="main").sha
+    try:
+        path = api.hf_hub_download(plan.repo_id, README_IN_REPO, repo_type=plan.repo_type,
+                                   revision=sha)
+    except RemoteEntryNotFoundError:
+        return None, sha
+    data = Path(path).read_bytes()  # bytes: keep the README's line endings as they are
+    try:
+        return data.decode("utf-8"), sha
+    except UnicodeDecodeError:
+        raise HubError(f"the {README_IN_REPO} of {plan.repo_type} {plan.repo_id} is not UTF-8 "
+                       f"text, so zoosel will not edit it; push without --card-metadata. "
+                       "The card is kept locally: "
+                       + ", ".join(str(f.local) for f in plan.files) + ".") from None
 
 
 def _status(exc: BaseException) -> int | None:
@@ -451,5 +704,9 @@ def hub_error(exc: BaseException, plan: UploadPlan) -> HubError | None:
         msg = (f"the Hub failed to accept the upload to {where} ({status} after {RETRIES} "
                "retries). It may be down: see https://status.huggingface.co and retry later;")
         return HubServerError(redact(f"{msg} {retry} {kept}"))
+    if status == 412:
+        msg = (f"{where} changed while the card was being uploaded (412): its README.md is "
+               "read before the commit and must not change meanwhile. Retry;")
+        return HubError(redact(f"{msg} {retry} {kept}"))
     msg = f"the Hub refused the upload to {where} ({status}){detail};"
     return HubError(redact(f"{msg} {retry} {kept}"))

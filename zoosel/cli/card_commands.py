@@ -8,11 +8,12 @@ from zoosel.cli import cli, friendly_errors
 
 
 def upload_card(card: str, repo: str, *, repo_type: str = "dataset", no_pr: bool = False,
-                dry_run: bool = False) -> None:
-    """Upload (or, with ``dry_run``, describe) the card at ``card`` and its JSON."""
+                dry_run: bool = False, metadata: bool = False) -> None:
+    """Upload (or, with ``dry_run``, describe) the card at ``card`` and its JSON; with
+    ``metadata``, also set the ``zoosel`` key of the repository's README.md metadata."""
     from zoosel.cards import plan_upload, push_card, redact
 
-    plan = plan_upload(card, repo, repo_type=repo_type, create_pr=not no_pr)
+    plan = plan_upload(card, repo, repo_type=repo_type, create_pr=not no_pr, metadata=metadata)
     if dry_run:
         click.echo(redact(plan.describe(dry_run=True)))
         return
@@ -34,9 +35,14 @@ def card_group() -> None:
               default="dataset", show_default=True)
 @click.option("--no-pr", is_flag=True, help="Commit to the main branch instead of opening a "
                                             "pull request.")
+@click.option("--card-metadata", is_flag=True,
+              help="Also set the `zoosel` key of the repository's README.md metadata to a "
+                   "summary of the ranking, in the same commit; nothing else in it changes.")
 @click.option("--dry-run", is_flag=True, help="Print what would be uploaded; upload nothing.")
 @friendly_errors
-def card_push(path: str, repo: str, repo_type: str, no_pr: bool, dry_run: bool) -> None:
+def card_push(path: str, repo: str, repo_type: str, no_pr: bool, card_metadata: bool,
+              dry_run: bool) -> None:
     """Upload the card PATH and its JSON (same name, .json) to a Hub repository, as a pull
     request unless --no-pr. The token comes from HF_TOKEN or `hf auth login`."""
-    upload_card(path, repo, repo_type=repo_type, no_pr=no_pr, dry_run=dry_run)
+    upload_card(path, repo, repo_type=repo_type, no_pr=no_pr, dry_run=dry_run,
+                metadata=card_metadata)

@@ -63,20 +63,23 @@ def _format_for(fmt: str | None, output: str | None) -> str:
                                   "--dataset when it is a Hub id).")
 @click.option("--no-pr", is_flag=True, help="With --push-to-hub: commit to the main branch "
                                             "instead of opening a pull request.")
+@click.option("--card-metadata", is_flag=True,
+              help="With --push-to-hub: also set the `zoosel` key of the repository's "
+                   "README.md metadata to a summary of the ranking, in the same commit.")
 @click.option("--dry-run", is_flag=True, help="With --push-to-hub: print what would be "
                                               "uploaded; upload nothing.")
 @quiet_option
 @friendly_errors
 def select_cmd(fmt: str | None, output: str | None, results: str | None, processes: int,
                card: str | None, card_template: str | None, push_to_hub: bool,
-               card_repo: str | None, no_pr: bool, dry_run: bool, quiet: bool,
-               **options: Any) -> None:
+               card_repo: str | None, no_pr: bool, card_metadata: bool, dry_run: bool,
+               quiet: bool, **options: Any) -> None:
     """Rank candidate models for a dataset and print the ranking."""
     from zoosel.api import get_format, rank
     from zoosel.engine.distributed import Workers, launched, relaunch
 
     card_repo = _card_target(options["dataset"], card, card_template, push_to_hub, card_repo,
-                             no_pr, dry_run)
+                             no_pr, dry_run, card_metadata)
     if processes > 1 and not launched():
         sys.exit(relaunch(processes, _without_processes(sys.argv[1:])))
     fmt_name = _format_for(fmt, output)
@@ -85,20 +88,23 @@ def select_cmd(fmt: str | None, output: str | None, results: str | None, process
     if Workers.current().is_main:
         _write(renderer.render(ranking), output, fmt_name)
         if card or push_to_hub:
-            _card(ranking, card or DEFAULT_CARD, card_template, card_repo, no_pr, dry_run)
+            _card(ranking, card or DEFAULT_CARD, card_template, card_repo, no_pr, dry_run,
+                  card_metadata)
 
 
 DEFAULT_CARD = "ranking-card.md"
 
 
 def _card_target(dataset: str, card: str | None, template: str | None, push: bool,
-                 repo: str | None, no_pr: bool, dry_run: bool) -> str | None:
+                 repo: str | None, no_pr: bool, dry_run: bool,
+                 metadata: bool = False) -> str | None:
     """Check the card options before ranking; the repository to push to, if any."""
     from zoosel.cards import hub_dataset_id
     from zoosel.errors import UsageError
 
     if not push:
         given = [name for name, value in (("--card-repo", repo), ("--no-pr", no_pr),
+                                          ("--card-metadata", metadata),
                                           ("--dry-run", dry_run)) if value]
         if given:
             raise UsageError(f"{', '.join(given)} only apply with --push-to-hub.")
@@ -116,14 +122,14 @@ def _card_target(dataset: str, card: str | None, template: str | None, push: boo
 
 
 def _card(ranking: Any, card: str, template: str | None, repo: str | None, no_pr: bool,
-          dry_run: bool) -> None:
+          dry_run: bool, metadata: bool = False) -> None:
     from zoosel.cards import write_card
     from zoosel.cli.card_commands import upload_card
 
     md, data = write_card(ranking, card, Path(template) if template else None)
     click.echo(f"wrote the ranking card to {md} and {data}", err=True)
     if repo is not None:
-        upload_card(str(md), repo, no_pr=no_pr, dry_run=dry_run)
+        upload_card(str(md), repo, no_pr=no_pr, dry_run=dry_run, metadata=metadata)
 
 
 def _without_processes(argv: list[str]) -> list[str]:

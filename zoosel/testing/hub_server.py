@@ -27,6 +27,8 @@ What is served (a subset of the Hub's HTTP API, with the same URLs, JSON shapes 
   upload: no LFS or xet) and ``POST .../commit/{revision}`` (the NDJSON commit payload of
   ``HfApi.create_commit``; with ``create_pr=1`` it opens a pull request ``refs/pr/N``, see
   :meth:`FakeHub.pull_requests`). Writes need an ``Authorization`` header.
+* ``POST /api/validate-yaml`` (``create_commit`` sends a ``README.md`` there first): 400 when
+  its YAML header does not parse to a mapping; the Hub's schema checks are not made.
 
 Tests make requests fail with :meth:`FakeHub.fail_next` (a status for the next requests under a
 path prefix) and check tokens with :attr:`FakeHub.required_token`.
@@ -48,6 +50,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import struct
 import sys
 import threading
@@ -247,6 +250,40 @@ def _read_card(commit: _Commit) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+# The Hub's regex for a card's YAML header (as huggingface_hub.repocard.REGEX_YAML_BLOCK).
+_YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
+
+
+def _validate_yaml(req: _Request) -> _Response:
+    import yaml
+
+    try:
+        content = str(json.loads(req.body or b"{}").get("content") or "")
+    except (ValueError, AttributeError):
+        return _Response.error(400, "BadRequest", "Invalid JSON body")
+    match = _YAML_BLOCK.search(content)
+    problem = None
+    if match is not None:
+        try:
+            data = yaml.safe_load(match.group(2))
+        except yaml.YAMLError as exc:
+            problem = f"Invalid YAML: {exc}"
+        else:
+            if data is not None and not isinstance(data, dict):
+                problem = "The YAML metadata must be a mapping"
+    if problem is not None:
+        return _Response.json({"errors": [{"message": problem}], "warnings": []}, 400,
+                              **{"X-Error-Message": " ".join(problem.split())})
+    return _Response.json({"errors": [], "warnings": []})
+
+
+def _json_default(value: Any) -> Any:
+    """Dates in a card's YAML header are ISO strings in the Hub's JSON."""
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _safetensors_params(commit: _Commit) -> dict[str, Any] | None:
     """Parameter counts per dtype read from the headers of the commit's safetensors files."""
     counts: dict[str, int] = {}
@@ -319,14 +356,14 @@ class _Response:
     @classmethod
     def json(cls, payload: Any, status: int = 200, **headers: str) -> _Response:
         hdrs = {"Content-Type": "application/json; charset=utf-8", **headers}
-        return cls(status, json.dumps(payload).encode(), hdrs)
+        return cls(status, json.dumps(payload, default=_json_default).encode(), hdrs)
 
     @classmethod
     def error(cls, status: int, code: str | None, message: str, **headers: str) -> _Response:
         hdrs = dict(headers)
         if code:
             hdrs["X-Error-Code"] = code
-        hdrs["X-Error-Message"] = message
+        hdrs["X-Error-Message"] = " ".join(message.split())  # a header is one line
         return cls.json({"error": message}, status, **hdrs)
 
 
@@ -996,6 +1033,8 @@ class FakeHub:
         if not segs:
             return None
         if segs[0] == "api":
+            if segs[1:] == ["validate-yaml"] and req.method == "POST":
+                return _validate_yaml(req)
             if len(segs) >= 2 and segs[1] in ("models", "datasets"):
                 repo_type = segs[1][:-1]
                 if len(segs) == 2:
