@@ -407,3 +407,14 @@ def test_without_generalist_gains_are_nan():
     assert math.isnan(m["top1_gain"]) and math.isnan(m["oracle_gain"])
     assert m["top1_regret"] == 0.0 and m["trials_to_best"] == 1.0
     assert out["validity"]["checks"]["generalist_not_always_best"]["passed"] is None
+
+
+def test_ablation_regimes_do_not_count_twice_in_validity():
+    truth = {"g": 0.50, "x": 0.65, "y": 0.40}
+    tasks = {"pets": {"full": _task(truth), "full (full-split)": _task(truth)}}
+    counted = M.evaluate_benchmark({"generalist": "g", "tasks": tasks}, n_resamples=50)
+    assert counted["validity"]["checks"]["best_differs"]["n_targets"] == 2
+    once = M.evaluate_benchmark({"generalist": "g", "tasks": tasks,
+                                 "ablations": ["full (full-split)"]}, n_resamples=50)
+    assert once["validity"]["checks"]["best_differs"]["n_targets"] == 1
+    assert "full (full-split)" in once["aggregates"]  # still scored and reported

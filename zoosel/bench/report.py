@@ -20,6 +20,8 @@ Results dict (JSON-able). Required input, produced by the pipeline::
         }
       },
       # optional:
+      "ablations": ["full (full-split)"],        # regimes that re-score another one: left
+                                                   # out of the validity checks
       "regimes": ["5-shot", "20-shot", "full"],   # display order (default: 5-shot < 20-shot
                                                    # < full < others by name)
       "key_selectors": ["<scorer>", ...],         # drawn in the scatter plots (default: the

@@ -63,6 +63,7 @@ def collect(bench: Bench) -> dict[str, Any]:
         "generalist": bench.generalist_name() or "",
         "tasks": tasks,
         "regimes": regimes,
+        "ablations": [r for r in regimes if r not in profile.regimes],
         "key_selectors": [s for s in ("lfc", "lgc", "logme", "leep") if _has(tasks, s)] or None,
         "zoo": zoo,
         "build": json.loads(times_file.read_text()) if times_file.is_file() else {},
