@@ -216,3 +216,11 @@ def test_cli_reports_usage_errors_without_traceback(tmp_path: Path) -> None:
     result = runner.invoke(cli, ["bench", "finetune", "--tiny", "--dir", str(tmp_path / "e")])
     assert result.exit_code == 2 and "run `zoosel bench zoo` first" in result.output
     assert "standard" in runner.invoke(cli, ["bench", "profiles"]).output
+
+
+def test_a_profile_without_named_sources_uses_every_shipped_domain(tmp_path: Path) -> None:
+    from zoosel.bench.domains import SOURCE_DOMAINS
+
+    data = BenchData(tmp_path, get_profile("standard"))
+    assert data.source_names() == [d.name for d in SOURCE_DOMAINS]
+    assert len(data.source_names()) >= 8

@@ -74,6 +74,12 @@ class BenchData:
         self.profile = profile
         self.external = {external_name(spec): spec for spec in external}
 
+    def source_names(self) -> list[str]:
+        """The profile's source domains (every shipped one when it names none)."""
+        from zoosel.bench.domains import SOURCE_DOMAINS
+
+        return list(self.profile.sources or [d.name for d in SOURCE_DOMAINS])
+
     def source(self, domain: str, split: str) -> Split:
         """Split ``train`` or ``test`` of source domain ``domain``."""
         path = self.root / "sources" / domain / f"{split}.npz"
@@ -115,7 +121,7 @@ class BenchData:
         name = domain or "all-sources"
         folder = self.root / "sources" / f"sample-{name}"
         if not (folder / ".complete").is_file():
-            domains = [domain] if domain else list(self.profile.sources or ())
+            domains = [domain] if domain else self.source_names()
             parts = []
             for d in domains:
                 train = self.source(d, "train")

@@ -59,9 +59,7 @@ class Bench:
 
     @property
     def sources(self) -> list[str]:
-        from zoosel.bench.domains import SOURCE_DOMAINS
-
-        return list(self.profile.sources or [d.name for d in SOURCE_DOMAINS])
+        return self.data.source_names()
 
     @property
     def tasks(self) -> list[str]:
