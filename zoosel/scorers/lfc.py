@@ -35,6 +35,10 @@ Hence::
 
     S = (sum_c |S_c|^2 + 2 m . sum_c n_c S_c) / (N sqrt(q (1 - q) (|Fc^T Fc|_F^2 + 2 N |Fc m|^2)))
 
+Invariances: relabelling of the classes and permutation of the samples; scale invariant
+(F -> c F multiplies Theta by c^2, which a correlation ignores) and rotation invariant
+(F Q Q^T F^T = F F^T for an orthogonal Q). Translating the features changes the score.
+
 Direction: higher is better (a correlation in [-1, 1]); no sign flip.
 Cost: O(N D min(N, D)) time for the Gram, O(min(N, D)^2 + C D) memory; float64 throughout.
 """

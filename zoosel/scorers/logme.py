@@ -38,6 +38,10 @@ through F F^T, as the marginal likelihood must.
 Classes absent from the labels (possible when ``num_classes`` exceeds those sampled) are
 skipped: their all-zero column carries no information.
 
+Invariances: relabelling of the classes and permutation of the samples; scale invariant
+(F -> c F is absorbed by alpha -> alpha / c^2 at the optimum) and rotation invariant
+(L depends on F only through F F^T).
+
 Direction: higher is better (an average log-evidence per sample); no sign flip.
 Cost: O(N D min(N, D)) for the SVD, then O(k C) per fixed-point iteration, all classes
 at once.
