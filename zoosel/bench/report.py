@@ -469,7 +469,7 @@ def _scatter(res: Mapping[str, Any], regime: str, path: Path) -> bool:
             if i == len(tasks) - 1:
                 ax.set_xlabel("score", fontsize=7)
     fig.suptitle(f"Score vs fine-tuned accuracy, {regime} (star: generalist)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # keep the first row clear of the title
     fig.savefig(path, format="png", metadata={"Software": None})
     return True
 
@@ -479,7 +479,8 @@ def _bars(res: Mapping[str, Any], metric: str, path: Path) -> bool:
     regimes = [r for r in _regimes(res) if r in res["aggregates"]]
     if not scorers or not regimes:
         return False
-    fig = _new_figure(max(5.0, 0.9 * len(scorers) * max(1, len(regimes)) / 2 + 2), 3.6)
+    # about 0.15 inch per bar, capped so that a large zoo of selectors stays readable
+    fig = _new_figure(min(16.0, max(5.0, 0.15 * len(scorers) * max(1, len(regimes)) + 2)), 4.2)
     ax = fig.subplots()
     width = 0.8 / len(regimes)
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
