@@ -37,7 +37,7 @@ def _ranking() -> Ranking:
     return Ranking(
         dataset=DatasetSummary(
             name=REPO, split="train", fingerprint="f00d", num_classes=3, num_samples=12,
-            per_class=4, seed=7, class_names=("cat", "dog", "owl"),
+            per_class=4, seed=7, class_names=("cat", "dog", "owl"), class_counts=(4, 4, 4),
         ),
         scorers=["lfc", "logme"], primary="lfc",
         results=[
@@ -66,6 +66,7 @@ def test_card_front_matter_has_every_field():
     assert meta["dataset"] == {
         "id": REPO, "split": "train", "fingerprint": "f00d", "num_classes": 3,
         "classes": ["cat", "dog", "owl"], "num_samples": 12, "per_class": 4, "seed": 7,
+        "class_counts": [4, 4, 4],
     }
     assert meta["sort_by"] == "lfc" and meta["recommended"] == "hf:org/a@123"
     first, second = meta["candidates"]

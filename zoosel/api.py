@@ -355,6 +355,8 @@ def rank(
             name=dataset, split=target.split, fingerprint=target.fingerprint,
             num_classes=len(sample.class_names), num_samples=len(sample.indices),
             per_class=per_class, seed=seed, class_names=sample.class_names,
+            class_counts=tuple(int(c) for c in np.bincount(
+                sample.labels, minlength=len(sample.class_names))),
         ),
         scorers=list(chosen), primary=primary, results=done, failed=failed, skipped=skipped,
         seconds=time.perf_counter() - started, pool_relative=pool_relative, timings=timings,

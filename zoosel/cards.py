@@ -38,7 +38,7 @@ from zoosel.errors import (
     HubTimeoutError,
     UsageError,
 )
-from zoosel.types import Ranking
+from zoosel.types import Ranking, per_class_text
 
 DEFAULT_TEMPLATE = """\
 # Model ranking for $dataset
@@ -215,6 +215,7 @@ def _metadata(ranking: Ranking, generated_at: str | None) -> dict[str, Any]:
             "num_classes": d.num_classes, "classes": list(d.class_names),
             "num_samples": d.num_samples,
             "per_class": d.per_class if d.per_class is not None else "all", "seed": d.seed,
+            "class_counts": list(d.class_counts),
         },
         "sort_by": ranking.primary,
         "recommended": best.candidate if best is not None else None,
@@ -269,7 +270,8 @@ def _fields(ranking: Ranking, meta: Mapping[str, Any]) -> dict[str, str]:
     return {
         "dataset": data["id"], "split": data["split"], "fingerprint": data["fingerprint"],
         "classes": ", ".join(data["classes"]), "num_classes": str(data["num_classes"]),
-        "num_samples": str(data["num_samples"]), "per_class": str(data["per_class"]),
+        "num_samples": str(data["num_samples"]),
+        "per_class": per_class_text(data["per_class"], data.get("class_counts") or ()),
         "seed": str(data["seed"]), "sort_by": meta["sort_by"],
         "recommended": meta["recommended"] or "(none)",
         "num_candidates": str(len(meta["candidates"])), "table": table, "scorers": scorers,

@@ -53,7 +53,7 @@ def _notes(ranking: Ranking) -> list[str]:
     d = ranking.dataset
     lines = [
         f"dataset {d.name} [{d.split}]: {d.num_classes} classes, {d.num_samples} samples "
-        f"(per class {d.per_class or 'all'}, seed {d.seed}); sorted by {ranking.primary}"
+        f"(per class {d.per_class_text()}, seed {d.seed}); sorted by {ranking.primary}"
         " (higher is better)",
     ]
     if ranking.pool_relative:

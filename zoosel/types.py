@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -254,6 +254,24 @@ class DatasetSummary:
     per_class: int | None
     seed: int
     class_names: tuple[str, ...]
+    class_counts: tuple[int, ...] = ()
+    """Images actually sampled per class (fewer than ``per_class`` for small classes)."""
+
+    def per_class_text(self) -> str:
+        """See :func:`per_class_text`."""
+        return per_class_text(self.per_class, self.class_counts)
+
+
+def per_class_text(per_class: int | str | None, counts: Sequence[int] = ()) -> str:
+    """``25``, ``all``, or ``12 (25 asked)`` / ``8-12 (25 asked)`` when classes held fewer
+    images than asked for."""
+    if per_class is None or per_class == "all":
+        return "all"
+    asked = int(per_class)
+    if not counts or min(counts) >= asked:
+        return str(asked)
+    low, high = min(counts), max(counts)
+    return f"{low if low == high else f'{low}-{high}'} ({asked} asked)"
 
 
 @dataclass
