@@ -224,3 +224,25 @@ def test_a_profile_without_named_sources_uses_every_shipped_domain(tmp_path: Pat
     data = BenchData(tmp_path, get_profile("standard"))
     assert data.source_names() == [d.name for d in SOURCE_DOMAINS]
     assert len(data.source_names()) >= 8
+
+
+@pytest.mark.parametrize("name", ["tiny", "standard", "full"])
+def test_every_profile_is_complete(name: str) -> None:
+    profile = get_profile(name)
+    assert set(profile.epochs) == set(profile.regimes)
+    assert profile.lrs and all(lr > 0 for lr in profile.lrs)
+    for arch in profile.archs + profile.generalist_archs:
+        nets.get_arch(arch)
+    members = [m.name for m in zoo.plan(resolve(name, {"sources": ["glyphs", "shapes"]}))]
+    assert len(members) == len(set(members))
+
+
+def test_convnext_generalist_and_its_variants_build(tmp_path: Path) -> None:
+    profile = resolve("tiny", {"archs": ["convnext"], "generalist_archs": ["convnext"],
+                               "multibn": False, "sources": ["glyphs"]})
+    bench = Bench(root=tmp_path, profile=profile, progress=False, log=lambda m: None)
+    bench.build_zoo()
+    assert set(bench.members()) == {"convnext-generalist", "convnext-glyphs",
+                                    "convnext-glyphs-from-generalist"}
+    meta = nets.member_meta(tmp_path / "zoo" / "convnext-glyphs-from-generalist")
+    assert meta["init"] == "generalist" and meta["arch"] == "convnext"
