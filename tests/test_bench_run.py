@@ -246,3 +246,29 @@ def test_convnext_generalist_and_its_variants_build(tmp_path: Path) -> None:
                                     "convnext-glyphs-from-generalist"}
     meta = nets.member_meta(tmp_path / "zoo" / "convnext-glyphs-from-generalist")
     assert meta["init"] == "generalist" and meta["arch"] == "convnext"
+
+
+def test_a_zoo_and_a_target_of_your_own(tiny: Bench, tmp_path: Path) -> None:
+    """`models` and `targets` of a config: no zoo build, the user's folder as the task."""
+    from zoosel.testing.factories import write_image_folder
+
+    folder = write_image_folder(tmp_path / "mine", num_classes=3, per_class=16, size=24)
+    config = tmp_path / "bench.json"
+    config.write_text(json.dumps({
+        "profile": "tiny", "regimes": {"5-shot": 5}, "epochs": {"5-shot": 1}, "lrs": [0.01],
+        "scorers": ["lfc", "logme"], "noise_targets": 0, "ablation": False,
+        "builtin_targets": False, "targets": [str(folder)],
+        "models": [str(tiny.zoo_dir / "resnet-glyphs"), str(tiny.zoo_dir / "multibn-shapes")],
+        "generalist": str(tiny.zoo_dir / "resnet-glyphs"),
+    }))
+    from zoosel.cli import bench_commands, cli  # noqa: F401  (registers `bench`)
+
+    result = CliRunner().invoke(cli, ["bench", "run", "--config", str(config), "--quiet",
+                                      "--dir", str(tmp_path / "build")])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "build" / "zoo").exists()
+    results = json.loads((tmp_path / "build" / "report" / "results.json").read_text())
+    entry = results["tasks"]["ext-mine"]["5-shot"]
+    assert set(entry["accuracy"]) == {"resnet-glyphs", "multibn-shapes"}
+    assert set(entry["scores"]["lfc"]) == {"resnet-glyphs", "multibn-shapes"}
+    assert results["generalist"] == "resnet-glyphs"
