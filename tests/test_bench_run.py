@@ -272,3 +272,43 @@ def test_a_zoo_and_a_target_of_your_own(tiny: Bench, tmp_path: Path) -> None:
     assert set(entry["accuracy"]) == {"resnet-glyphs", "multibn-shapes"}
     assert set(entry["scores"]["lfc"]) == {"resnet-glyphs", "multibn-shapes"}
     assert results["generalist"] == "resnet-glyphs"
+
+
+def _small(workers: int) -> object:
+    return resolve("tiny", {
+        "sources": ["glyphs"], "targets": ["sprites"], "generalist_archs": [],
+        "multibn": False, "regimes": {"5-shot": 5}, "epochs": {"5-shot": 1},
+        "lrs": [0.01, 0.001], "noise_targets": 0, "workers": workers})
+
+
+def test_worker_processes_give_the_same_results_as_one_process(tmp_path: Path) -> None:
+    runs = {}
+    for workers in (1, 2):
+        bench = Bench(root=tmp_path / str(workers), profile=_small(workers), progress=False,
+                      log=lambda m: None)
+        bench.build_zoo()
+        bench.finetune()
+        runs[workers] = sorted(
+            (r["member"], r["task"], r["regime"], r["lr"], r["val_accuracy"], r["test_accuracy"])
+            for r in groundtruth.Store(bench.root).records())
+    assert len(runs[1]) == 2
+    assert runs[1] == runs[2]
+
+
+def test_a_failed_job_is_reported_and_the_others_are_kept(tmp_path: Path) -> None:
+    from zoosel.bench.run import BenchJobError, _pool_map, finetune_job
+
+    bench = Bench(root=tmp_path, profile=_small(2), progress=False, log=lambda m: None)
+    bench.build_zoo()
+    bench.data.target("sprites", "pool")
+    good = groundtruth.Run("resnet-glyphs", "sprites", "5-shot", 0.01, 0)
+    bad = groundtruth.Run("missing", "sprites", "5-shot", 0.01, 0)
+    done = []
+    with pytest.raises(BenchJobError, match="1 fine-tuning job"):
+        for run, _record in _pool_map(
+            finetune_job, [(tmp_path, bench.profile, bad, tmp_path / "zoo" / "missing"),
+                           (tmp_path, bench.profile, good, tmp_path / "zoo" / "resnet-glyphs")],
+            2, "fine-tuning", False,
+        ):
+            done.append(run)
+    assert done == [good]

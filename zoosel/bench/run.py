@@ -277,8 +277,9 @@ def _pool_map(fn: Callable[..., tuple[Any, Any]], args: list[tuple[Any, ...]], w
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                   mp_context=multiprocessing.get_context("spawn"))
+        try:
             pending: set[Future[Any]] = {pool.submit(fn, *a) for a in args}
             failures: list[str] = []
             while pending:
@@ -297,6 +298,10 @@ def _pool_map(fn: Callable[..., tuple[Any, Any]], args: list[tuple[Any, ...]], w
                 raise BenchJobError(f"{len(failures)} {desc} job(s) failed (first: "
                                     f"{failures[0]}); finished work is kept, and running "
                                     "the step again retries only what is missing.")
+        finally:
+            # On Ctrl-C (or any error) drop the queued jobs instead of running them all
+            # before returning; what finished is already stored.
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
         for k, v in saved.items():
             if v is None:
