@@ -29,7 +29,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Bench:
 
 
 def test_zoo_has_every_member_in_hub_layout(tiny: Bench) -> None:
-    names = {m.name for m in zoo.plan(tiny._profile())}
+    names = {m.name for m in zoo.plan(tiny.profile, tiny.sources)}
     assert names == {"resnet-generalist", "multibn-glyphs", "multibn-shapes", "resnet-glyphs",
                      "resnet-shapes", "resnet-glyphs-from-generalist",
                      "resnet-shapes-from-generalist"}
@@ -233,7 +233,7 @@ def test_every_profile_is_complete(name: str) -> None:
     assert profile.lrs and all(lr > 0 for lr in profile.lrs)
     for arch in profile.archs + profile.generalist_archs:
         nets.get_arch(arch)
-    members = [m.name for m in zoo.plan(resolve(name, {"sources": ["glyphs", "shapes"]}))]
+    members = [m.name for m in zoo.plan(profile, ["glyphs", "shapes"])]
     assert len(members) == len(set(members))
 
 
@@ -296,7 +296,8 @@ def test_worker_processes_give_the_same_results_as_one_process(tmp_path: Path) -
 
 
 def test_a_failed_job_is_reported_and_the_others_are_kept(tmp_path: Path) -> None:
-    from zoosel.bench.run import BenchJobError, _pool_map, finetune_job
+    from zoosel.bench.run import _pool_map, finetune_job
+    from zoosel.errors import BenchJobError
 
     bench = Bench(root=tmp_path, profile=_small(2), progress=False, log=lambda m: None)
     bench.build_zoo()

@@ -46,6 +46,10 @@ class CandidateError(ZooselError, RuntimeError):
     """One candidate model cannot be loaded or run; the run goes on without it."""
 
 
+class BenchJobError(ZooselError, RuntimeError):
+    """Some benchmark jobs failed; the others' results are stored."""
+
+
 class PluginError(ZooselError, RuntimeError):
     """A plugin misbehaved (bad registration, duplicate name)."""
 

@@ -19,7 +19,7 @@ import numpy as np
 from zoosel.bench.profiles import Profile
 from zoosel.errors import DatasetError
 
-SPLIT_SEEDS = {"train": 1, "test": 2, "pool": 3, "val": 4, "sample": 5}
+SPLIT_SEEDS = {"train": 1, "test": 2, "pool": 3, "val": 4}
 
 
 @dataclass(frozen=True)
@@ -122,16 +122,14 @@ class BenchData:
         folder = self.root / "sources" / f"sample-{name}"
         if not (folder / ".complete").is_file():
             domains = [domain] if domain else self.source_names()
+            per_class = 25 if domain else max(1, 25 // len(domains) + 1)
             parts = []
             for d in domains:
                 train = self.source(d, "train")
-                rows = shots(train.labels, 25 if domain else max(1, 25 // len(domains) + 1),
-                             stable_seed(d, "sample"))
-                part = train.subset(rows)
-                prefix = "" if domain else f"{d}-"
-                parts.append(Split(part.images, part.labels,
-                                   tuple(prefix + c for c in part.classes)))
-            _write_folder(_concat(parts), folder)
+                parts.append(train.subset(shots(train.labels, per_class,
+                                                stable_seed(d, "sample"))))
+            prefixes = None if domain else [f"{d}-" for d in domains]
+            _write_folder(concat(parts, prefixes), folder)
         return folder
 
     def _split_external(self, task: str) -> None:
@@ -178,11 +176,14 @@ def _generated(name: str, per_class: int, size: int, seed: int) -> Split:
     return Split(images, labels.astype(np.int64), tuple(domain.classes))
 
 
-def _concat(parts: Sequence[Split]) -> Split:
+def concat(parts: Sequence[Split], prefixes: Sequence[str] | None = None) -> Split:
+    """``parts`` as one split, each part's labels offset past the previous parts' classes
+    and, with ``prefixes``, its class names prefixed."""
     offset, labels, classes = 0, [], []
-    for part in parts:
+    for i, part in enumerate(parts):
         labels.append(part.labels + offset)
-        classes += part.classes
+        prefix = prefixes[i] if prefixes is not None else ""
+        classes += [prefix + c for c in part.classes]
         offset += len(part.classes)
     return Split(np.concatenate([p.images for p in parts]), np.concatenate(labels),
                  tuple(classes))

@@ -21,13 +21,9 @@ from typing import Any
 from zoosel.bench import groundtruth, selectors, zoo
 from zoosel.bench.data import BenchData, external_name
 from zoosel.bench.profiles import Profile
-from zoosel.errors import UsageError, ZooselError
+from zoosel.errors import BenchJobError, UsageError
 
 STEPS = ("zoo", "finetune", "score", "report")
-
-
-class BenchJobError(ZooselError, RuntimeError):
-    """Some benchmark jobs failed; the others' results are stored."""
 CONFIG_FILE = "bench.json"
 TIMES_FILE = "times.json"
 
@@ -74,7 +70,14 @@ class Bench:
         if self.models:
             return {Path(m).name: Path(m).resolve() for m in self.models}
         return {m.name: (self.zoo_dir / m.name).resolve()
-                for m in zoo.plan(self._profile()) if zoo.is_built(self.zoo_dir, m.name)}
+                for m in zoo.plan(self.profile, self.sources)
+                if zoo.is_built(self.zoo_dir, m.name)}
+
+    def _built_members(self) -> dict[str, Path]:
+        members = self.members()
+        if not members:
+            raise UsageError(f"no zoo in {self.root}: run `zoosel bench zoo` first.")
+        return members
 
     def generalist_name(self) -> str | None:
         """The member the gain metric is measured against."""
@@ -84,11 +87,6 @@ class Bench:
             return None
         return f"{self.profile.generalist_archs[0]}-{zoo.GENERALIST}" \
             if self.profile.generalist_archs else None
-
-    def _profile(self) -> Profile:
-        from dataclasses import replace
-
-        return replace(self.profile, sources=tuple(self.sources))
 
     def check_config(self, fresh: bool = False) -> None:
         """Record the profile in ``bench.json``; refuse a folder built with other settings."""
@@ -119,25 +117,20 @@ class Bench:
             self.log("zoosel bench: zoo given by the config; nothing to build.")
             return
         began = time.perf_counter()
-        profile = self._profile()
         for d in self.sources:  # generate the data once, before the workers read it
             self.data.source(d, "train")
             self.data.source(d, "test")
-        todo = [m for m in zoo.plan(profile) if not zoo.is_built(self.zoo_dir, m.name)]
-        jobs, seen_multibn = [], False
-        for member in todo:
-            if member.init == "multibn":
-                if seen_multibn:
-                    continue
-                seen_multibn = True
-            jobs.append(member)
-        self.log(f"zoosel bench: {len(zoo.plan(profile)) - len(todo)} zoo members built, "
+        planned = zoo.plan(self.profile, self.sources)
+        todo = [m for m in planned if not zoo.is_built(self.zoo_dir, m.name)]
+        multibn = [m for m in todo if m.init == "multibn"]  # one job trains them all
+        jobs = multibn[:1] + [m for m in todo if m.init != "multibn"]
+        self.log(f"zoosel bench: {len(planned) - len(todo)} zoo members built, "
                  f"{len(jobs)} training jobs to run")
         first = [m for m in jobs if m.depends_on is None]
         then = [m for m in jobs if m.depends_on is not None]
         for wave in (first, then):
             for member, meta in _pool_map(
-                build_member_job, [(self.root, profile, m) for m in wave],
+                build_member_job, [(self.root, self.profile, m) for m in wave],
                 self.profile.workers, "training the zoo", self.progress,
             ):
                 self.log(f"  {member.name}: source accuracy {meta['source_accuracy']:.3f} "
@@ -147,9 +140,7 @@ class Bench:
     def finetune(self) -> None:
         """Fine-tune every member on every target (learning-rate grid, then noise seeds)."""
         began = time.perf_counter()
-        members = self.members()
-        if not members:
-            raise UsageError(f"no zoo in {self.root}: run `zoosel bench zoo` first.")
+        members = self._built_members()
         for task in self.tasks:
             for split in ("pool", "val", "test"):
                 self.data.target(task, split)
@@ -179,9 +170,7 @@ class Bench:
     def score(self) -> None:
         """Run every selector on every task and regime not scored yet."""
         began = time.perf_counter()
-        members = self.members()
-        if not members:
-            raise UsageError(f"no zoo in {self.root}: run `zoosel bench zoo` first.")
+        members = self._built_members()
         for task in self.tasks:  # prepare folders before the workers need them
             for regime in self.profile.regimes:
                 self.data.regime_folder(task, regime)

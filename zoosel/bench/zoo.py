@@ -14,16 +14,20 @@ so an interrupted build resumes where it stopped.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from zoosel.bench import nets
-from zoosel.bench.data import BenchData, Split
+from zoosel.bench.data import BenchData, Split, concat
 from zoosel.bench.profiles import Profile
 from zoosel.bench.train import Schedule, accuracy, fit
+
+if TYPE_CHECKING:
+    import torch
 
 GENERALIST = "generalist"
 
@@ -44,9 +48,9 @@ class Member:
         return f"{self.arch}-{GENERALIST}" if self.init == "generalist" else None
 
 
-def plan(profile: Profile) -> list[Member]:
-    """The members of ``profile``'s zoo, in build order (dependencies first)."""
-    sources = list(profile.sources or ())
+def plan(profile: Profile, sources: Sequence[str]) -> list[Member]:
+    """The members of ``profile``'s zoo over ``sources``, in build order (dependencies
+    first)."""
     members = [Member(f"{arch}-{GENERALIST}", arch, "all", "scratch")
                for arch in profile.generalist_archs]
     if profile.multibn:
@@ -63,19 +67,27 @@ def is_built(zoo: Path, name: str) -> bool:
     return (zoo / name / nets.MEMBER_FILE).is_file()
 
 
-def union(data: BenchData, domains: list[str], split: str) -> tuple[Split, np.ndarray]:
-    """All source domains' ``split`` together: labels offset per domain, and the domain of
-    every image."""
-    parts = [data.source(d, split) for d in domains]
-    offset, labels, classes, which = 0, [], [], []
-    for i, (d, part) in enumerate(zip(domains, parts, strict=True)):
-        labels.append(part.labels + offset)
-        classes += [f"{d}/{c}" for c in part.classes]
-        which.append(np.full(len(part.labels), i))
-        offset += len(part.classes)
-    merged = Split(np.concatenate([p.images for p in parts]), np.concatenate(labels),
-                   tuple(classes))
-    return merged, np.concatenate(which)
+def union(parts: Mapping[str, Split]) -> tuple[Split, np.ndarray]:
+    """Source domains' splits (by domain) together, classes named ``domain/class``, and the
+    index of every image's domain."""
+    merged = concat(list(parts.values()), [f"{d}/" for d in parts])
+    which = np.concatenate([np.full(len(p.labels), i) for i, p in enumerate(parts.values())])
+    return merged, which
+
+
+def _splits(data: BenchData, split: str) -> dict[str, Split]:
+    return {d: data.source(d, split) for d in data.source_names()}
+
+
+def _meta(member: Member, model: torch.nn.Module, test: Split, seconds: float,
+          schedule: Schedule) -> dict[str, Any]:
+    return {
+        "name": member.name, "arch": member.arch, "timm": nets.get_arch(member.arch).timm_name,
+        "source": member.source, "init": member.init,
+        "source_accuracy": accuracy(model, test.images, test.labels),
+        "train_seconds": seconds, "epochs": schedule.epochs, "lr": schedule.lr,
+        "num_params": int(sum(p.numel() for p in model.parameters())),
+    }
 
 
 def build_member(root: Path, profile: Profile, member: Member) -> dict[str, Any]:
@@ -83,16 +95,15 @@ def build_member(root: Path, profile: Profile, member: Member) -> dict[str, Any]
     import torch
 
     data = BenchData(root, profile)
+    if member.init == "multibn":
+        return _build_multibn(root, data)
     zoo = root / "zoo"
     arch = nets.get_arch(member.arch)
-    sources = list(profile.sources or ())
     seed = 0
-    if member.init == "multibn":
-        return _build_multibn(root, profile, sources)
     optimizer, factor, decay = arch.source_optimizer
     if member.source == "all":
-        train, _ = union(data, sources, "train")
-        test, _ = union(data, sources, "test")
+        train, _ = union(_splits(data, "train"))
+        test, _ = union(_splits(data, "test"))
         epochs, lr = profile.generalist_epochs, profile.source_lr
     else:
         train, test = data.source(member.source, "train"), data.source(member.source, "test")
@@ -106,25 +117,20 @@ def build_member(root: Path, profile: Profile, member: Member) -> dict[str, Any]
     else:
         model = nets.create(arch, len(train.classes), profile.size, seed)
     seconds = fit(model, train.images, train.labels, schedule, seed=seed)
-    meta = {
-        "name": member.name, "arch": member.arch, "timm": arch.timm_name,
-        "source": member.source, "init": member.init,
-        "source_accuracy": accuracy(model, test.images, test.labels),
-        "train_seconds": seconds, "epochs": schedule.epochs, "lr": schedule.lr,
-        "num_params": int(sum(p.numel() for p in model.parameters())),
-    }
+    meta = _meta(member, model, test, seconds, schedule)
     nets.save(model, zoo / member.name, arch, train.classes, meta)
     return meta
 
 
-def _build_multibn(root: Path, profile: Profile, sources: list[str]) -> dict[str, Any]:
+def _build_multibn(root: Path, data: BenchData) -> dict[str, Any]:
     """Train the Multi-BN network on every source and save one member per domain."""
-    data = BenchData(root, profile)
+    profile = data.profile
     arch = nets.get_arch("resnet")
-    train, domains = union(data, sources, "train")
-    sizes = {d: len(data.source(d, "train").classes) for d in sources}
-    offsets = np.cumsum([0] + [sizes[d] for d in sources])[:-1]
-    local = train.labels - offsets[domains]
+    parts = _splits(data, "train")
+    train, domains = union(parts)
+    local = np.concatenate([p.labels for p in parts.values()])  # labels within each domain
+    sizes = {d: len(p.classes) for d, p in parts.items()}
+    sources = list(parts)
     model = nets.create(arch, sizes[sources[0]], profile.size, seed=0)
     multi = nets.MultiBN(model, sizes)
     schedule = Schedule(profile.multibn_epochs, profile.source_lr, batch_size=64, augment=True)
@@ -132,15 +138,9 @@ def _build_multibn(root: Path, profile: Profile, sources: list[str]) -> dict[str
                   before_step=lambda d: multi.use(sources[d]), domains=domains)
     metas = {}
     for d in sources:
-        member = copy.deepcopy(multi.use(d)).eval()
-        test = data.source(d, "test")
-        meta = {
-            "name": f"multibn-{d}", "arch": "resnet", "timm": arch.timm_name, "source": d,
-            "init": "multibn", "source_accuracy": accuracy(member, test.images, test.labels),
-            "train_seconds": seconds / len(sources), "epochs": schedule.epochs,
-            "lr": schedule.lr, "num_params": int(sum(p.numel() for p in member.parameters())),
-        }
-        nets.save(member, root / "zoo" / f"multibn-{d}", arch, data.source(d, "train").classes,
-                  meta)
-        metas[d] = meta
+        member = Member(f"multibn-{d}", "resnet", d, "multibn")
+        network = copy.deepcopy(multi.use(d)).eval()
+        metas[d] = _meta(member, network, data.source(d, "test"), seconds / len(sources),
+                         schedule)
+        nets.save(network, root / "zoo" / member.name, arch, parts[d].classes, metas[d])
     return metas[sources[0]]

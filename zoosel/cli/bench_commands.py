@@ -2,37 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from zoosel.cli import cli, friendly_errors
+from zoosel.cli.options import option_group
 
-
-def _bench_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--dir", "root", default="zoosel-bench", show_default=True,
-                     type=click.Path(file_okay=False),
-                     help="Folder of the build (data, zoo, ground truth, scores, report)."),
-        click.option("--profile", default=None,
-                     help="tiny, standard (default) or full; see `zoosel bench profiles`."),
-        click.option("--tiny", is_flag=True, help="Shorthand for --profile tiny."),
-        click.option("--config", type=click.Path(dir_okay=False),
-                     help="JSON config: profile overrides, `models` (a zoo of your own, "
-                          "Hub-layout folders), `targets` (image folders or dataset ids)."),
-        click.option("--target", "targets", multiple=True,
-                     help="An image folder or dataset id to add as a target task "
-                          "(repeatable)."),
-        click.option("--workers", type=int, default=None,
-                     help="Processes for training, fine-tuning and scoring (one thread "
-                          "each; default: the profile's)."),
-        click.option("--quiet", is_flag=True, help="No progress bars or step messages."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+_bench_options = option_group([
+    click.option("--dir", "root", default="zoosel-bench", show_default=True,
+                 type=click.Path(file_okay=False),
+                 help="Folder of the build (data, zoo, ground truth, scores, report)."),
+    click.option("--profile", default=None,
+                 help="tiny, standard (default) or full; see `zoosel bench profiles`."),
+    click.option("--tiny", is_flag=True, help="Shorthand for --profile tiny."),
+    click.option("--config", type=click.Path(dir_okay=False),
+                 help="JSON config: profile overrides, `models` (a zoo of your own, "
+                      "Hub-layout folders), `targets` (image folders or dataset ids)."),
+    click.option("--target", "targets", multiple=True,
+                 help="An image folder or dataset id to add as a target task (repeatable)."),
+    click.option("--workers", type=int, default=None,
+                 help="Processes for training, fine-tuning and scoring (one thread each; "
+                      "default: the profile's)."),
+    click.option("--quiet", is_flag=True, help="No progress bars or step messages."),
+])
 
 
 def _bench(root: str, profile: str | None, tiny: bool, config: str | None,

@@ -25,7 +25,9 @@ from zoosel.sources.hub_listing import SORT_KEYS, SUPPORTED_LIBRARIES
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _apply(options: list[Callable[[Any], Any]]) -> Callable[[F], F]:
+def option_group(options: list[Callable[[Any], Any]]) -> Callable[[F], F]:
+    """One decorator applying ``options`` (click decorators), listed in this order."""
+
     def decorate(func: F) -> F:
         for option in reversed(options):  # click lists options in decoration order
             func = option(func)
@@ -56,7 +58,7 @@ def per_class_value(value: str) -> int | None:
         raise click.BadParameter("an integer, or 'all'") from None
 
 
-dataset_options = _apply([
+dataset_options = option_group([
     click.option("--dataset", "-d", required=True,
                  help="Hub dataset id, image folder (one sub-folder per class), saved dataset "
                       "or parquet files."),
@@ -70,7 +72,7 @@ dataset_options = _apply([
 """``--dataset``, ``--split``, ``--image-column``, ``--label-column``, ``--per-class``,
 ``--seed``."""
 
-candidate_options = _apply([
+candidate_options = option_group([
     click.option("--model", "-m", "models", multiple=True,
                  help="Candidate as SOURCE:REF, e.g. hf:org/name@rev, timm:resnet18.a1_in1k, "
                       "local:PATH or local:FILE.safetensors@ARCH. Repeatable."),
@@ -107,7 +109,7 @@ candidate_options = _apply([
 ])
 """``--model`` and the listing options of every built-in source."""
 
-scorer_options = _apply([
+scorer_options = option_group([
     click.option("--scorer", "-s", "scorers", multiple=True,
                  help="Scorer to compute (repeatable; 'all' for every one). "
                       "Default: lfc, logme, leep, nce."),
@@ -115,7 +117,7 @@ scorer_options = _apply([
 ])
 """``--scorer`` and ``--sort-by``."""
 
-engine_options = _apply([
+engine_options = option_group([
     click.option("--device", default="auto", show_default=True,
                  help="auto, cpu, cuda, cuda:1..."),
     click.option("--batch-size", default=32, show_default=True),
