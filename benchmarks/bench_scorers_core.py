@@ -18,7 +18,6 @@ import math
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import best_of, cpu_model, make_data  # noqa: E402
+
 from zoosel.scorers.lfc import label_feature_correlation  # noqa: E402
 from zoosel.scorers.logme import logme_fit  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scorers_core.md"
-
-
-def make_data(n: int, d: int, c: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-negative (ReLU-like) features with class structure; every class present."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % c
-    rng.shuffle(y)
-    means = rng.normal(size=(c, d))
-    f = np.maximum(means[y] + 1.5 * rng.normal(size=(n, d)), 0.0)
-    return torch.from_numpy(f).to(torch.float32), torch.from_numpy(y)
 
 
 def lfc_brute(f: torch.Tensor, y: torch.Tensor) -> float:
@@ -86,25 +77,6 @@ def logme_naive(
         )
         out.append(ev / n)
     return out
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

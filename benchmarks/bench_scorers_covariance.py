@@ -37,6 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import best_of, cpu_model, make_data, rel_diff  # noqa: E402
+
 from zoosel.scorers.feature_metrics import feature_sparsity  # noqa: E402
 from zoosel.scorers.gbc import gbc  # noqa: E402
 from zoosel.scorers.hscore import hscore, regularized_hscore  # noqa: E402
@@ -45,16 +47,6 @@ from zoosel.scorers.transrate import coding_rate, transrate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scorers_covariance.md"
 EPS = 1e-4
-
-
-def make_data(n: int, d: int, c: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-negative (ReLU-like) features with class structure; every class present."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % c
-    rng.shuffle(y)
-    means = rng.normal(size=(c, d))
-    f = np.maximum(means[y] + 1.5 * rng.normal(size=(n, d)), 0.0)
-    return torch.from_numpy(f).to(torch.float32), torch.from_numpy(y)
 
 
 # ---------------------------------------------------------------- straightforward versions
@@ -150,29 +142,6 @@ def random_naive(f32: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------------------ timing
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def rel_diff(a: float, b: float) -> float:
-    return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
 def bench_size(n: int, d: int, c: int, reps: int, naive_classes: int) -> list[str]:

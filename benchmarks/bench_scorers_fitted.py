@@ -40,6 +40,8 @@ from scipy.special import logsumexp, softmax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import cpu_model, make_data  # noqa: E402
+
 from zoosel.scorers.etran import etran_components  # noqa: E402
 from zoosel.scorers.ncti import ncti_components  # noqa: E402
 from zoosel.scorers.nleep import (  # noqa: E402
@@ -52,16 +54,6 @@ from zoosel.scorers.sfda import default_dim, serial, sfda_fit  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scorers_fitted.md"
 TARGETS = {"nleep": 30, "sfda": 6, "pactran": 30, "etran": None, "ncti": None}
-
-
-def make_data(n: int, d: int, c: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-negative (ReLU-like) features with class structure; every class present."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % c
-    rng.shuffle(y)
-    means = rng.normal(size=(c, d))
-    f = np.maximum(means[y] + 1.5 * rng.normal(size=(n, d)), 0.0)
-    return torch.from_numpy(f).to(torch.float32), torch.from_numpy(y)
 
 
 def timed(fn, repeats: int = 1):
@@ -229,16 +221,6 @@ def naive_pactran(f: torch.Tensor, y: torch.Tensor, max_iter: int = 500):
 
 
 # --------------------------------------------------------------------------- main
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def bench_size(n: int, d: int, c: int, args, rows: list[str]) -> None:

@@ -37,7 +37,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenM
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -45,6 +44,8 @@ import torch  # noqa: E402
 from scipy.spatial.distance import cdist  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import best_of, cpu_model  # noqa: E402
 
 from zoosel.scorers import linear_probe as probe_mod  # noqa: E402
 from zoosel.scorers.knn import knn_credits, unit_rows  # noqa: E402
@@ -75,15 +76,6 @@ def make_data(n: int, d: int, c: int, signal: float = 0.25, seed: int = 0):
     noise = (rng.normal(size=(n, d)) * spec) @ basis.T
     f = np.maximum(means[y] + noise + 0.5 * spec[0], 0.0)
     return torch.from_numpy(f).to(torch.float32), torch.from_numpy(y)
-
-
-def best_of(fn, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
 
 
 def gram(f64: torch.Tensor) -> torch.Tensor:
@@ -159,16 +151,6 @@ def probe_naive(
 
 
 # ------------------------------------------------------------------------------ main
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_size(n: int, d: int, c: int, quick: bool) -> tuple[list[str], list[str]]:
