@@ -16,6 +16,8 @@ import scipy.optimize
 import torch
 from scipy.special import logsumexp, softmax
 from scipy.stats import multivariate_normal
+from scorer_cases import assert_rejects_bad_labelled_input, labels
+from scorer_cases import t as _t
 
 from zoosel import hookspecs
 from zoosel.errors import ScoringError
@@ -48,12 +50,10 @@ MODULES = {"nleep": nleep_mod, "sfda": sfda_mod, "pactran": pactran_mod,
            "etran": etran_mod, "ncti": ncti_mod}
 
 
+
 def _labels(rng: np.random.Generator, n: int, weights: list[float]) -> np.ndarray:
     """Labels drawn with class ``weights``, every class present at least twice."""
-    c = len(weights)
-    y = rng.choice(c, size=n, p=np.asarray(weights) / sum(weights))
-    y[: 2 * c] = np.arange(2 * c) % c
-    return rng.permutation(y)
+    return labels(rng, n, weights, min_count=2)
 
 
 def _informative(rng: np.random.Generator, y: np.ndarray, d: int, sep: float = 1.0,
@@ -62,10 +62,6 @@ def _informative(rng: np.random.Generator, y: np.ndarray, d: int, sep: float = 1
     means = sep * rng.normal(size=(int(y.max()) + 1, d))
     scales = np.linspace(1.5, 0.3, d)
     return means[y] + noise * rng.normal(size=(y.size, d)) * scales
-
-
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def _pca_brute(f: np.ndarray, k: int) -> np.ndarray:
@@ -599,20 +595,9 @@ def test_ncti_degenerate_and_invariances() -> None:
 
 @pytest.mark.parametrize("fn", [nleep, sfda, pactran, etran_components, ncti_components])
 def test_scorers_reject_bad_input(fn) -> None:
+    assert_rejects_bad_labelled_input(fn, float("inf"), n=8)
     f = torch.randn(8, 3, dtype=torch.float64)
     y = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
-    with pytest.raises(ScoringError, match="2 distinct classes"):
-        fn(f, torch.zeros(8, dtype=torch.int64))
-    with pytest.raises(ScoringError, match="rows"):
-        fn(f, torch.tensor([0, 1, 0]))
-    bad = f.clone()
-    bad[2, 1] = float("inf")
-    with pytest.raises(ScoringError, match="non-finite"):
-        fn(bad, y)
-    with pytest.raises(ScoringError, match="integer"):
-        fn(f, y.double())
-    with pytest.raises(ScoringError, match="lie in"):
-        fn(f, torch.tensor([0, 1, 0, 1, 0, 1, 0, 5]), 3)
     with pytest.raises(ScoringError, match="2-D"):
         fn(f[0], y[:1])
 

@@ -11,6 +11,8 @@ import pytest
 import scipy.optimize
 import torch
 from scipy.spatial.distance import cosine as cosine_distance
+from scorer_cases import labels as _labels
+from scorer_cases import t as _t
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from zoosel import hookspecs
@@ -40,21 +42,9 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _labels(rng: np.random.Generator, n: int, weights: list[float]) -> np.ndarray:
-    """Labels drawn with class ``weights``, every class present at least once."""
-    c = len(weights)
-    y = rng.choice(c, size=n, p=np.asarray(weights) / sum(weights))
-    y[:c] = np.arange(c)
-    return rng.permutation(y)
-
-
 def _informative(rng: np.random.Generator, y: np.ndarray, d: int, noise: float = 0.7):
     means = rng.normal(size=(int(y.max()) + 1, d))
     return means[y] + noise * rng.normal(size=(y.size, d))
-
-
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 # =========================================================================== kNN
