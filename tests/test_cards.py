@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -33,11 +34,11 @@ PREUPLOAD = f"/api/datasets/{REPO}/preupload/"
 TOKEN = "hf_someFakeTokenThatMustNeverBeShown1234"
 
 
-def _ranking() -> Ranking:
+def _ranking(seed: int = 7) -> Ranking:
     return Ranking(
         dataset=DatasetSummary(
             name=REPO, split="train", fingerprint="f00d", num_classes=3, num_samples=12,
-            per_class=4, seed=7, class_names=("cat", "dog", "owl"), class_counts=(4, 4, 4),
+            per_class=4, seed=seed, class_names=("cat", "dog", "owl"), class_counts=(4, 4, 4),
         ),
         scorers=["lfc", "logme"], primary="lfc",
         results=[
@@ -154,9 +155,13 @@ def env(card_hub, monkeypatch, tmp_path):
     hub.required_token = None
 
 
+_cards_made = itertools.count(100)
+
+
 @pytest.fixture
 def card_file(tmp_path):
-    md, _ = cards.write_card(_ranking(), tmp_path / "out" / "card.md")
+    # Each test's card differs (the seed), so none is byte-identical to one already pushed.
+    md, _ = cards.write_card(_ranking(seed=next(_cards_made)), tmp_path / "out" / "card.md")
     return md
 
 
@@ -200,6 +205,20 @@ def test_card_push_no_pr_commits_to_main(env, card_file):
     assert json.loads(files["zoosel/card.json"]) == json.loads(
         card_file.with_suffix(".json").read_text())
     assert len(hub.pull_requests(REPO)) == before
+
+
+@pytest.mark.parametrize("no_pr", [False, True])
+def test_an_unchanged_card_is_not_committed_again(env, card_file, no_pr):
+    hub = env["hub"]
+    invoke("card", "push", str(card_file), "--repo", REPO, "--no-pr")
+    prs, head = len(hub.pull_requests(REPO)), hub.repo_files(REPO, repo_type="dataset")
+    hub.reset_log()
+    out = invoke("card", "push", str(card_file), "--repo", REPO, *(["--no-pr"] if no_pr else []))
+    assert "nothing to upload" in out.output and "already has these files" in out.output
+    assert "opened a pull request" not in out.output and "committed to" not in out.output
+    assert not hub.requests("POST", COMMIT)
+    assert len(hub.pull_requests(REPO)) == prs
+    assert hub.repo_files(REPO, repo_type="dataset") == head
 
 
 def test_dry_run_uploads_nothing(env, card_file):

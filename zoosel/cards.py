@@ -529,10 +529,21 @@ def hub_dataset_id(dataset: str) -> str | None:
     return dataset
 
 
+@dataclass(frozen=True)
+class PushResult:
+    """What :func:`push_card` did: ``url`` of the pull request or commit, and ``changed``,
+    false when every file was already identical on the branch, so nothing was committed."""
+
+    url: str
+    changed: bool
+
+
 def push_card(plan: UploadPlan, *, endpoint: str | None = None,
-              say: Callable[[str], None] | None = None) -> str:
-    """Upload ``plan`` in one commit (a pull request unless ``plan.create_pr`` is false) and
-    return the URL of the pull request or commit.
+              say: Callable[[str], None] | None = None) -> PushResult:
+    """Upload ``plan`` in one commit (a pull request unless ``plan.create_pr`` is false).
+
+    Files identical to the main branch's are not uploaded (huggingface_hub drops them); when
+    none is left, no commit or pull request is made and the result says so.
 
     With ``plan.metadata``, the repository's README.md is read from the main branch, its
     ``zoosel`` metadata key set (:func:`merged_readme`) and the result added to the same
@@ -556,11 +567,14 @@ def push_card(plan: UploadPlan, *, endpoint: str | None = None,
         description += (f" Sets the `{METADATA_KEY}` key of {README_IN_REPO}'s metadata to "
                         "a summary of the ranking; nothing else in it changes.")
 
+    sent: list[Any] = []
+
     def commit() -> Any:
         # Operations are built again for each attempt: an upload marks them as used.
         operations = [CommitOperationAdd(f.path_in_repo, str(f.local)) for f in plan.files]
         if readme is not None:
             operations.append(CommitOperationAdd(README_IN_REPO, readme))
+        sent[:] = operations
         try:
             return api.create_commit(
                 plan.repo_id, operations, commit_message=message,
@@ -578,7 +592,16 @@ def push_card(plan: UploadPlan, *, endpoint: str | None = None,
                 + ".")) from None
 
     info = _with_retries(commit, plan, say)
-    return str(info.pr_url or info.commit_url)
+    return PushResult(str(info.pr_url or info.commit_url),
+                      changed=not (plan.create_pr and not info.pr_url) and not _all_unchanged(sent))
+
+
+def _all_unchanged(operations: list[Any]) -> bool:
+    """Whether the preupload step found every file already on the branch, byte for byte
+    (huggingface_hub then makes no commit and returns the branch's head)."""
+    return bool(operations) and all(
+        getattr(op, "_remote_oid", None) is not None
+        and op._remote_oid == getattr(op, "_local_oid", None) for op in operations)
 
 
 def _with_retries(call: Callable[[], Any], plan: UploadPlan,

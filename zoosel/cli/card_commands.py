@@ -18,9 +18,13 @@ def upload_card(card: str, repo: str, *, repo_type: str = "dataset", no_pr: bool
         click.echo(redact(plan.describe(dry_run=True)))
         return
     click.echo(redact(plan.describe()), err=True)
-    url = push_card(plan, say=lambda text: click.echo(redact(text), err=True))
+    result = push_card(plan, say=lambda text: click.echo(redact(text), err=True))
+    if not result.changed:
+        click.echo(redact(f"nothing to upload: {plan.repo_type} {plan.repo_id} already has "
+                          f"these files unchanged on main ({result.url})"))
+        return
     what = "opened a pull request" if plan.create_pr else "committed to main"
-    click.echo(redact(f"{what}: {url}"))
+    click.echo(redact(f"{what}: {result.url}"))
 
 
 @cli.group("card")
