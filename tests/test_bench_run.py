@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -313,3 +314,81 @@ def test_a_failed_job_is_reported_and_the_others_are_kept(tmp_path: Path) -> Non
         ):
             done.append(run)
     assert done == [good]
+
+
+def test_a_member_whose_recipe_changed_is_retrained_and_its_results_redone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    profile = resolve("tiny", {
+        "sources": ["glyphs"], "targets": ["sprites"], "multibn": False,
+        "regimes": {"5-shot": 5}, "epochs": {"5-shot": 1}, "lrs": [0.01], "noise_targets": 0,
+        "ablation": False, "scorers": ["lfc"], "workers": 1})
+    bench = Bench(root=tmp_path, profile=profile, progress=False, log=lambda m: None)
+    bench.run(steps=("zoo", "finetune", "score"))
+    names = ("resnet-generalist", "resnet-glyphs", "resnet-glyphs-from-generalist")
+    before = {n: nets.member_meta(tmp_path / "zoo" / n) for n in names}
+    assert all(len(before[n]["weights_sha256"]) == 64 and before[n]["recipe"] for n in names)
+    lines = groundtruth.Store(tmp_path).path.read_text().splitlines()
+    assert len(lines) == 3
+    score_file = tmp_path / "scores" / "sprites__5-shot.json"
+    scored = json.loads(score_file.read_text())["members_sha256"]
+    assert scored == {n: before[n]["weights_sha256"] for n in names}
+
+    # only the generalist's schedule changes: it and the member started from it are redone
+    original = zoo.source_schedule
+    monkeypatch.setattr(zoo, "source_schedule", lambda p, m: (
+        replace(original(p, m), lr=0.02) if m.source == "all" else original(p, m)))
+    logged: list[str] = []
+    bench.log = logged.append
+    assert [m.name for m in zoo.to_build(bench.zoo_dir, profile, zoo.plan(profile, ["glyphs"]))
+            ] == ["resnet-generalist", "resnet-glyphs-from-generalist"]
+    bench.run(steps=("zoo", "finetune", "score"))
+    after = {n: nets.member_meta(tmp_path / "zoo" / n) for n in names}
+    assert after["resnet-glyphs"] == before["resnet-glyphs"]
+    for n in ("resnet-generalist", "resnet-glyphs-from-generalist"):
+        assert after[n]["weights_sha256"] != before[n]["weights_sha256"]
+    assert any("recipe changed" in line and "resnet-generalist" in line for line in logged)
+
+    store = groundtruth.Store(tmp_path, bench.digests())
+    all_lines = store.path.read_text().splitlines()
+    assert all_lines[:3] == lines and len(all_lines) == 5  # two runs redone, old lines kept
+    current = {r["member"]: r["member_sha256"] for r in store.records()}
+    assert current == {n: after[n]["weights_sha256"] for n in names}
+    scored = json.loads(score_file.read_text())["members_sha256"]
+    assert scored == current
+
+    logged.clear()  # and nothing more to do
+    bench.run(steps=("zoo", "finetune", "score"))
+    assert any("3 zoo members built, 0 training jobs" in line for line in logged)
+    assert len(store.path.read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize("decay, warmup", [("step", 0.0), ("step", 0.25), ("cosine", 0.0),
+                                           ("cosine", 0.1)])
+def test_learning_rate_schedules(decay: str, warmup: float) -> None:
+    from zoosel.bench.train import lr_factor
+
+    total = 40
+    factor = lr_factor(Schedule(4, 1.0, decay=decay, warmup=warmup), total)
+    got = [factor(t) for t in range(total)]
+    warm = round(warmup * total)
+    assert got[:warm] == pytest.approx([(t + 1) / warm for t in range(warm)])
+    if decay == "step" and not warmup:  # the fine-tuning protocol: torch's MultiStepLR
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        ref = torch.optim.lr_scheduler.MultiStepLR(opt, [20, 33], gamma=0.1)
+        expected = []
+        for _ in range(total):
+            expected.append(opt.param_groups[0]["lr"])
+            opt.step()
+            ref.step()
+        assert got == pytest.approx(expected)
+    elif decay == "step":
+        assert got[warm:] == pytest.approx([1.0] * (20 - warm) + [0.1] * 13 + [0.01] * 7)
+    else:  # cosine from 1 at the end of the warm-up to 0 at the end
+        assert got[warm] == pytest.approx(1.0)
+        middle = warm + (total - warm) // 2
+        assert got[middle] == pytest.approx(0.5, abs=1e-9 + 1 / (total - warm))
+        assert got[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * (total - 1 - warm)
+                                                          / (total - warm))))
+        assert all(a >= b for a, b in zip(got[warm:], got[warm + 1:], strict=False))
+    with pytest.raises(ValueError, match="decay"):
+        lr_factor(Schedule(1, 1.0, decay="linear"), 10)

@@ -52,29 +52,43 @@ def finetune(root: Path, profile: Profile, run: Run, member_dir: Path) -> dict[s
     model = nets.load(member_dir, num_classes=len(pool.classes))
     schedule = Schedule(profile.epochs[run.regime], run.lr, batch_size=profile.batch_size)
     seconds = fit(model, train.images, train.labels, schedule, seed=run.seed)
-    return {**asdict(run), "val_accuracy": accuracy(model, val.images, val.labels),
+    return {**asdict(run), "member_sha256": nets.member_meta(member_dir).get("weights_sha256"),
+            "val_accuracy": accuracy(model, val.images, val.labels),
             "test_accuracy": accuracy(model, test.images, test.labels),
             "seconds": seconds, "train_images": int(len(train.labels)),
             "epochs": schedule.epochs}
 
 
 class Store:
-    """The JSON-lines file of finished runs."""
+    """The JSON-lines file of finished runs.
 
-    def __init__(self, root: Path) -> None:
+    ``digests`` (member name to weights SHA-256) hides the records of members whose weights
+    have changed since: their runs are redone, and the old lines stay in the file.
+    """
+
+    def __init__(self, root: Path, digests: Mapping[str, str | None] | None = None) -> None:
         self.path = root / FILE
+        self.digests = dict(digests or {})
 
     def records(self) -> list[dict[str, Any]]:
-        """Every complete record (a line cut short by an interruption is ignored)."""
+        """Every complete, current record (a line cut short by an interruption is ignored)."""
         if not self.path.is_file():
             return []
         out = []
         for line in self.path.read_text().splitlines():
             try:
-                out.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if self.is_current(record):
+                out.append(record)
         return out
+
+    def is_current(self, record: Mapping[str, Any]) -> bool:
+        """Whether ``record`` was made with the member's present weights (or either side
+        has no digest to compare)."""
+        now, then = self.digests.get(record["member"]), record.get("member_sha256")
+        return now is None or then is None or now == then
 
     def done(self) -> set[tuple[str, str, str, float, int]]:
         """Keys of the runs already stored."""

@@ -22,7 +22,7 @@ def collect(bench: Bench) -> dict[str, Any]:
 
     from zoosel import __version__
 
-    truth = groundtruth.table(groundtruth.Store(bench.root).records())
+    truth = groundtruth.table(groundtruth.Store(bench.root, bench.digests()).records())
     tasks: dict[str, dict[str, Any]] = {}
     regimes: list[str] = []
     for job in bench.scoring_jobs():

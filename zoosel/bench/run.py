@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoosel.bench import groundtruth, selectors, zoo
+from zoosel.bench import groundtruth, nets, selectors, zoo
 from zoosel.bench.data import BenchData, external_name
 from zoosel.bench.profiles import Profile
 from zoosel.errors import BenchJobError, UsageError
@@ -73,6 +73,11 @@ class Bench:
                 for m in zoo.plan(self.profile, self.sources)
                 if zoo.is_built(self.zoo_dir, m.name)}
 
+    def digests(self) -> dict[str, str | None]:
+        """Each member's weights SHA-256 (None for a member without ``zoo.json``)."""
+        return {name: nets.member_meta(path).get("weights_sha256")
+                for name, path in self.members().items()}
+
     def _built_members(self) -> dict[str, Path]:
         members = self.members()
         if not members:
@@ -121,11 +126,15 @@ class Bench:
             self.data.source(d, "train")
             self.data.source(d, "test")
         planned = zoo.plan(self.profile, self.sources)
-        todo = [m for m in planned if not zoo.is_built(self.zoo_dir, m.name)]
+        todo = zoo.to_build(self.zoo_dir, self.profile, planned)
+        stale = [m.name for m in todo if zoo.is_built(self.zoo_dir, m.name)]
         multibn = [m for m in todo if m.init == "multibn"]  # one job trains them all
         jobs = multibn[:1] + [m for m in todo if m.init != "multibn"]
         self.log(f"zoosel bench: {len(planned) - len(todo)} zoo members built, "
                  f"{len(jobs)} training jobs to run")
+        if stale:
+            self.log(f"  retrained, as their recipe changed: {', '.join(stale)} (their "
+                     "fine-tuning results and scores are redone too)")
         first = [m for m in jobs if m.depends_on is None]
         then = [m for m in jobs if m.depends_on is not None]
         for wave in (first, then):
@@ -144,7 +153,7 @@ class Bench:
         for task in self.tasks:
             for split in ("pool", "val", "test"):
                 self.data.target(task, split)
-        store = groundtruth.Store(self.root)
+        store = groundtruth.Store(self.root, self.digests())
         for phase in ("learning rates", "noise seeds"):
             done = store.done()
             if phase == "learning rates":
@@ -177,7 +186,9 @@ class Bench:
         if not self.models:
             for d in {*self.sources, None}:
                 self.data.source_folder(d)
-        todo = [j for j in self.scoring_jobs() if not self._score_path(j).is_file()]
+        digests = {name: d for name, d in self.digests().items() if d is not None}
+        todo = [j for j in self.scoring_jobs()
+                if not selectors.is_current(self._score_path(j), digests)]
         self.log(f"zoosel bench: scoring: {len(todo)} (task, regime) pairs to go")
         for job, record in _pool_map(
             score_job, [(self.root, self.profile, j, members) for j in todo],

@@ -98,7 +98,23 @@ def score(root: Path, profile: Profile, job: Scoring, members: Mapping[str, Path
         "num_samples": ranking.dataset.num_samples, "scores": scores, "cost": seconds,
         "errors": {member_of(r.candidate): r.error for r in ranking.failed},
         "notes": {member_of(r.candidate): r.notes for r in ranking.results if r.notes},
+        "members_sha256": {name: nets.member_meta(path).get("weights_sha256")
+                           for name, path in sorted(members.items())},
     }
+
+
+def is_current(path: Path, digests: Mapping[str, str]) -> bool:
+    """Whether the scoring result at ``path`` exists and was computed on exactly the
+    members of ``digests`` with those weights."""
+    if not path.is_file():
+        return False
+    try:
+        recorded = json.loads(path.read_text()).get("members_sha256")
+    except json.JSONDecodeError:
+        return False
+    if recorded is None:  # written before digests were recorded
+        return True
+    return {k: v for k, v in recorded.items() if v is not None} == dict(digests)
 
 
 def _cost(needs: frozenset[Need] | tuple[Need, ...], name: str,

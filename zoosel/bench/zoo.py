@@ -14,8 +14,9 @@ so an interrupted build resumes where it stopped.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,9 +63,57 @@ def plan(profile: Profile, sources: Sequence[str]) -> list[Member]:
     return members
 
 
+def source_schedule(profile: Profile, member: Member) -> Schedule:
+    """How ``member`` is trained on its source data: the profile's schedule for its kind
+    (generalist, from scratch, from the generalist, Multi-BN) adjusted by its
+    architecture's :class:`~zoosel.bench.nets.SourceRecipe`."""
+    if member.init == "multibn":
+        return Schedule(profile.multibn_epochs, profile.source_lr, batch_size=64, augment=True)
+    if member.source == "all":
+        epochs, lr = profile.generalist_epochs, profile.source_lr
+    elif member.init == "generalist":
+        epochs, lr = profile.init_epochs, profile.source_lr / 5
+    else:
+        epochs, lr = profile.source_epochs, profile.source_lr
+    how = nets.get_arch(member.arch).source
+    return Schedule(epochs * how.epochs_factor, lr * how.lr_factor, batch_size=64, augment=True,
+                    optimizer=how.optimizer, weight_decay=how.weight_decay, decay=how.decay,
+                    warmup=how.warmup)
+
+
+def recipe(profile: Profile, member: Member, zoo: Path) -> str:
+    """A digest of everything that makes ``member``: architecture, schedule, data sizes and
+    the weights it starts from. A member whose recorded recipe differs is out of date."""
+    import hashlib
+
+    arch = nets.get_arch(member.arch)
+    parts: dict[str, Any] = {
+        "member": asdict(member), "timm": arch.timm_name, "args": dict(arch.args),
+        "schedule": asdict(source_schedule(profile, member)), "size": profile.size,
+        "source_per_class": profile.source_per_class,
+        "source_test_per_class": profile.source_test_per_class,
+    }
+    if member.depends_on is not None:
+        parts["init_weights"] = nets.member_meta(zoo / member.depends_on).get("weights_sha256")
+    text = json.dumps(parts, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def is_built(zoo: Path, name: str) -> bool:
     """Whether member ``name`` has been written completely."""
     return (zoo / name / nets.MEMBER_FILE).is_file()
+
+
+def to_build(zoo: Path, profile: Profile, planned: Sequence[Member]) -> list[Member]:
+    """The members of ``planned`` not built yet or built with another recipe than the
+    current code's, plus every member initialised from one of those."""
+    todo: list[Member] = []
+    for member in planned:
+        meta = nets.member_meta(zoo / member.name)
+        if (not meta or meta.get("recipe") != recipe(profile, member, zoo)
+                or any(m.name == member.depends_on for m in todo)):
+            todo.append(member)
+    return todo
 
 
 def union(parts: Mapping[str, Split]) -> tuple[Split, np.ndarray]:
@@ -100,17 +149,12 @@ def build_member(root: Path, profile: Profile, member: Member) -> dict[str, Any]
     zoo = root / "zoo"
     arch = nets.get_arch(member.arch)
     seed = 0
-    optimizer, factor, decay = arch.source_optimizer
     if member.source == "all":
         train, _ = union(_splits(data, "train"))
         test, _ = union(_splits(data, "test"))
-        epochs, lr = profile.generalist_epochs, profile.source_lr
     else:
         train, test = data.source(member.source, "train"), data.source(member.source, "test")
-        epochs = profile.init_epochs if member.init == "generalist" else profile.source_epochs
-        lr = profile.source_lr / 5 if member.init == "generalist" else profile.source_lr
-    schedule = Schedule(epochs, lr * factor, batch_size=64, augment=True, optimizer=optimizer,
-                        weight_decay=decay)
+    schedule = source_schedule(profile, member)
     if member.init == "generalist":
         torch.manual_seed(seed)
         model = nets.load(zoo / str(member.depends_on), num_classes=len(train.classes))
@@ -118,8 +162,8 @@ def build_member(root: Path, profile: Profile, member: Member) -> dict[str, Any]
         model = nets.create(arch, len(train.classes), profile.size, seed)
     seconds = fit(model, train.images, train.labels, schedule, seed=seed)
     meta = _meta(member, model, test, seconds, schedule)
-    nets.save(model, zoo / member.name, arch, train.classes, meta)
-    return meta
+    meta["recipe"] = recipe(profile, member, zoo)
+    return nets.member_meta(nets.save(model, zoo / member.name, arch, train.classes, meta))
 
 
 def _build_multibn(root: Path, data: BenchData) -> dict[str, Any]:
@@ -133,14 +177,16 @@ def _build_multibn(root: Path, data: BenchData) -> dict[str, Any]:
     sources = list(parts)
     model = nets.create(arch, sizes[sources[0]], profile.size, seed=0)
     multi = nets.MultiBN(model, sizes)
-    schedule = Schedule(profile.multibn_epochs, profile.source_lr, batch_size=64, augment=True)
+    schedule = source_schedule(profile, Member(f"multibn-{sources[0]}", "resnet", sources[0],
+                                               "multibn"))
     seconds = fit(model, train.images, local, schedule, seed=0, parameters=multi.parameters(),
                   before_step=lambda d: multi.use(sources[d]), domains=domains)
     metas = {}
     for d in sources:
         member = Member(f"multibn-{d}", "resnet", d, "multibn")
         network = copy.deepcopy(multi.use(d)).eval()
-        metas[d] = _meta(member, network, data.source(d, "test"), seconds / len(sources),
-                         schedule)
-        nets.save(network, root / "zoo" / member.name, arch, parts[d].classes, metas[d])
+        meta = _meta(member, network, data.source(d, "test"), seconds / len(sources), schedule)
+        meta["recipe"] = recipe(profile, member, root / "zoo")
+        metas[d] = nets.member_meta(
+            nets.save(network, root / "zoo" / member.name, arch, parts[d].classes, meta))
     return metas[sources[0]]
