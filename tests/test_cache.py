@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from zoosel.cli import cache_commands as _cache_commands  # noqa: F401
 from zoosel.cli import cli
 from zoosel.engine.cache import FeatureCache
+from zoosel.sources.listing_cache import ListingCache
 
 
 def test_roundtrip_and_merge(tmp_path):
@@ -70,11 +71,19 @@ def test_two_processes_writing_one_entry_do_not_corrupt_it(tmp_path):
 def test_cache_ls_and_clear(tmp_path):
     cache = FeatureCache(tmp_path)
     cache.store("a" * 32, {"candidate": "local:m1"}, {"features": np.zeros((100, 10))})
+    listings = ListingCache(tmp_path)
+    listings.store("k" * 32, [{"id": "org/m"}] * 40)
+    listing_bytes = listings.size()
+    assert listing_bytes > 100
     out = CliRunner().invoke(cli, ["cache", "ls", "--cache-dir", str(tmp_path)]).output
     assert "local:m1" in out and "[features]" in out and "1 entries" in out
+    assert f"1 Hub listings, {listing_bytes} B" in out
+    feature_bytes = cache.entries()[0].size
     out = CliRunner().invoke(cli, ["cache", "clear", "--yes", "--cache-dir", str(tmp_path)])
-    assert out.exit_code == 0 and "freed 8.1 KiB" in out.output
-    assert cache.entries() == []
+    assert out.exit_code == 0
+    assert f"freed {(feature_bytes + listing_bytes) / 1024:.1f} KiB" in out.output
+    assert cache.entries() == [] and listings.files() == []
+    assert listings.load("k" * 32, ttl=3600) is None
 
 
 def test_cache_command_via_python_m(tmp_path):

@@ -16,7 +16,7 @@ def _size(n: int) -> str:
 
 @cli.group("cache")
 def cache_group() -> None:
-    """Inspect or empty the feature cache."""
+    """Inspect or empty the feature cache and the kept Hub listings."""
 
 
 _dir_option = click.option("--cache-dir", help="Cache folder (default: $ZOOSEL_CACHE or "
@@ -27,8 +27,9 @@ _dir_option = click.option("--cache-dir", help="Cache folder (default: $ZOOSEL_C
 @_dir_option
 @friendly_errors
 def cache_ls(cache_dir: str | None) -> None:
-    """List cache entries with their candidate, arrays and size."""
+    """List cache entries with their candidate, arrays and size, and the kept listings."""
     from zoosel.engine.cache import FeatureCache, default_cache_dir
+    from zoosel.sources.listing_cache import ListingCache
 
     cache = FeatureCache(cache_dir or default_cache_dir())
     entries = cache.entries()
@@ -36,6 +37,9 @@ def cache_ls(cache_dir: str | None) -> None:
         click.echo(f"{e.key[:12]}  {_size(e.size):>10}  {e.candidate}  [{', '.join(e.arrays)}]")
     total = sum(e.size for e in entries)
     click.echo(f"{len(entries)} entries, {_size(total)} in {cache.root}")
+    listings = ListingCache(cache_dir or default_cache_dir())
+    click.echo(f"{len(listings.files())} Hub listings, {_size(listings.size())} in "
+               f"{listings.root}")
 
 
 @cache_group.command("clear")
@@ -43,10 +47,13 @@ def cache_ls(cache_dir: str | None) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @friendly_errors
 def cache_clear(cache_dir: str | None, yes: bool) -> None:
-    """Delete every cache entry."""
+    """Delete every cache entry and every kept Hub listing."""
     from zoosel.engine.cache import FeatureCache, default_cache_dir
+    from zoosel.sources.listing_cache import ListingCache
 
     cache = FeatureCache(cache_dir or default_cache_dir())
+    listings = ListingCache(cache_dir or default_cache_dir())
     if not yes:
-        click.confirm(f"Delete every entry under {cache.root}?", abort=True)
-    click.echo(f"freed {_size(cache.clear())}")
+        click.confirm(f"Delete every entry under {cache.root} and {listings.root}?",
+                      abort=True)
+    click.echo(f"freed {_size(cache.clear() + listings.clear())}")

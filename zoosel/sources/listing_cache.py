@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,20 @@ class ListingCache:
             return None
         age = _now() - created
         return records if 0 <= age < ttl else None
+
+    def files(self) -> list[Path]:
+        """Every stored listing, fresh or expired."""
+        return sorted(self.root.glob("*.json")) if self.root.is_dir() else []
+
+    def size(self) -> int:
+        """Bytes on disk of every stored listing."""
+        return sum(f.stat().st_size for f in self.files())
+
+    def clear(self) -> int:
+        """Delete every stored listing; returns the number of bytes freed."""
+        freed = self.size()
+        shutil.rmtree(self.root, ignore_errors=True)
+        return freed
 
     def store(self, key: str, records: list[dict[str, Any]]) -> None:
         """Keep ``records`` under ``key``, dated now."""
