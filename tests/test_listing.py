@@ -294,6 +294,28 @@ def test_offline_mode_lists_the_local_cache(hf_cache, zoo, hub, monkeypatch):
     assert hub.log == []
 
 
+def test_offline_sort_by_last_modified_and_a_note_for_the_others(hf_cache, zoo, hub):
+    import os
+
+    from huggingface_hub import scan_cache_dir
+
+    stamps = {"a-timm-small": 1_000_000, "c-vit": 3_000_000, "e-no-params": 2_000_000}
+    for repo in scan_cache_dir(hf_cache).repos:
+        for revision in repo.revisions:
+            for file in revision.files:
+                when = stamps.get(repo.repo_id.split("/")[1], 0)
+                os.utime(file.blob_path, (when, when))
+    newest = list_models(from_cache=True, hub_author=AUTHOR, hub_sort="last_modified")
+    assert names(newest.candidates) == ["c-vit", "e-no-params", "a-timm-small"]
+    assert not any(c.extra["notes"] for c in newest.candidates)
+    assert names(list_models(from_cache=True, hub_author=AUTHOR, hub_sort="last_modified",
+                             hub_limit=1).candidates) == ["c-vit"]
+    by_downloads = list_models(from_cache=True, hub_author=AUTHOR, hub_sort="downloads")
+    assert names(by_downloads.candidates) == ["a-timm-small", "c-vit", "e-no-params"]
+    assert all("--hub-sort downloads is not known offline" in " ".join(c.extra["notes"])
+               for c in by_downloads.candidates)
+
+
 def test_from_cache_online_and_hf_cache_models(hf_cache, zoo, hub):
     hub.reset_log()
     result = list_models(from_cache=True, hub_search="vit")

@@ -6,7 +6,9 @@ instead of the Hub with ``--from-cache``, and automatically when ``HF_HUB_OFFLIN
 The Hub's listing options still apply as far as the cache can tell: author, search,
 library, parameter count (read from the safetensors headers) and limit; tags, pipeline
 tag and license come from the cached ``README.md`` when there is one (otherwise the
-model is kept, with a note). ``--model hf-cache:org/name[@rev]`` names one.
+model is kept, with a note). ``--hub-sort last_modified`` puts the most recently cached
+first; the other sort keys are not known offline (the models keep name order, with a
+note). ``--model hf-cache:org/name[@rev]`` names one.
 """
 
 from __future__ import annotations
@@ -112,7 +114,11 @@ class HubCacheSource:
     def _matching(request: ListRequest) -> Iterator[Any]:
         search = (request.hub_search or "").lower()
         author = (request.hub_author or "").lower()
-        for repo in _cached_repos():
+        repos = _cached_repos()
+        if request.hub_sort == "last_modified":  # newest cached revision first, as the Hub
+            repos.sort(key=lambda r: max((v.last_modified for v in r.revisions), default=0.0),
+                       reverse=True)
+        for repo in repos:
             owner = repo.repo_id.split("/")[0].lower() if "/" in repo.repo_id else ""
             if author and owner != author:
                 continue
@@ -159,6 +165,9 @@ class HubCacheSource:
                 return None
             if model.params is None and hub_listing.params_note(request):
                 notes.append(str(hub_listing.params_note(request)))
+            if request.hub_sort and request.hub_sort != "last_modified":
+                notes.append(f"--hub-sort {request.hub_sort} is not known offline; cached "
+                             "models are listed by name")
         if not any(p.suffix == ".safetensors" or p.suffix in loaders.PICKLE_SUFFIXES
                    for p in files):
             return Skipped(self.name, repo.repo_id, "only its configuration is cached, not "
