@@ -315,6 +315,16 @@ def test_metadata_the_hub_rejects_is_explained(env, tmp_path):
     assert env.pull_requests(repo) == [] and md.is_file()
 
 
+def test_a_repository_readme_that_does_not_parse_is_explained(env, tmp_path):
+    repo = _repo(env, "broken", readme="---\nlicense: [mit\n---\n# Broken\n")
+    md = _card(tmp_path)
+    out = invoke("card", "push", str(md), "--repo", repo, "--card-metadata", code=6)
+    assert f"dataset {repo}: the YAML metadata of the repository's README.md" in out.output
+    assert "without --card-metadata" in out.output and "kept locally" in out.output
+    assert "Traceback" not in out.output
+    assert env.pull_requests(repo) == [] and md.is_file() and md.with_suffix(".json").is_file()
+
+
 def test_a_readme_changed_meanwhile_is_not_overwritten(env, tmp_path, monkeypatch):
     repo = _repo(env, "raced")
     read = cards._read_readme

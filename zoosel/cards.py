@@ -563,7 +563,13 @@ def push_card(plan: UploadPlan, *, endpoint: str | None = None,
     parent: str | None = None
     if plan.metadata is not None:
         existing, parent = _with_retries(lambda: _read_readme(api, plan), plan, say)
-        readme = merged_readme(existing, {METADATA_KEY: dict(plan.metadata)}).encode("utf-8")
+        try:
+            readme = merged_readme(existing, {METADATA_KEY: dict(plan.metadata)}).encode()
+        except UsageError as exc:  # the repository's README, not the user's command
+            raise HubError(redact(
+                f"{plan.repo_type} {plan.repo_id}: {exc} Fix it in the repository, or push "
+                "without --card-metadata. The card is kept locally: "
+                + ", ".join(str(f.local) for f in plan.files) + ".")) from None
         description += (f" Sets the `{METADATA_KEY}` key of {README_IN_REPO}'s metadata to "
                         "a summary of the ranking; nothing else in it changes.")
 
