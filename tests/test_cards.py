@@ -299,6 +299,33 @@ def test_a_transient_server_error_is_retried(env, card_file):
     assert len(hub.requests("POST", COMMIT)) == 3
 
 
+def test_a_commit_the_hub_applied_but_answered_with_an_error_is_not_repeated(env, card_file):
+    hub = env["hub"]
+    before = len(hub.pull_requests(REPO))
+    hub.fail_next(COMMIT, 502, after=True)
+    out = invoke("card", "push", str(card_file), "--repo", REPO)
+    assert "retrying" in out.output and "opened a pull request: " in out.output
+    assert len(hub.requests("POST", COMMIT)) == 1  # the retry found the pull request
+    prs = hub.pull_requests(REPO)
+    assert len(prs) == before + 1 and prs[-1]["title"].startswith("Add zoosel model ranking")
+    assert out.output.strip().endswith(f"/discussions/{prs[-1]['num']}")
+
+    again = invoke("card", "push", str(card_file), "--repo", REPO)  # the same card again
+    assert "a pull request with this card is already open" in again.output
+    assert len(hub.pull_requests(REPO)) == before + 1
+
+
+def test_a_commit_to_main_the_hub_applied_but_failed_to_confirm(env, card_file):
+    hub = env["hub"]
+    hub.fail_next(COMMIT, 500, after=True)
+    out = invoke("card", "push", str(card_file), "--repo", REPO, "--no-pr")
+    assert "retrying" in out.output and "committed to main" in out.output
+    assert "nothing to upload" not in out.output
+    # the retry's preupload finds the files on main, so no second commit is posted
+    assert len(hub.requests("POST", PREUPLOAD)) == 2 and len(hub.requests("POST", COMMIT)) == 1
+    assert hub.repo_files(REPO, repo_type="dataset")["zoosel/card.md"] == card_file.read_bytes()
+
+
 def test_network_errors_are_classified(card_file):
     import httpx2
 

@@ -531,11 +531,21 @@ def hub_dataset_id(dataset: str) -> str | None:
 
 @dataclass(frozen=True)
 class PushResult:
-    """What :func:`push_card` did: ``url`` of the pull request or commit, and ``changed``,
-    false when every file was already identical on the branch, so nothing was committed."""
+    """What :func:`push_card` did, and the URL of the pull request or commit.
+
+    ``outcome`` is ``opened`` (a pull request), ``committed`` (to main), ``unchanged`` (every
+    file was already identical on main: no commit) or ``already-open`` (a pull request with
+    this very card is open, for instance from an attempt the Hub applied but answered with
+    an error: no second one).
+    """
 
     url: str
-    changed: bool
+    outcome: str
+
+    @property
+    def changed(self) -> bool:
+        """Whether this push made a commit."""
+        return self.outcome in ("opened", "committed")
 
 
 def push_card(plan: UploadPlan, *, endpoint: str | None = None,
@@ -573,9 +583,16 @@ def push_card(plan: UploadPlan, *, endpoint: str | None = None,
         description += (f" Sets the `{METADATA_KEY}` key of {README_IN_REPO}'s metadata to "
                         "a summary of the ranking; nothing else in it changes.")
 
+    title = f"{message} ({_card_digest(plan)})"
     sent: list[Any] = []
+    attempts: list[int] = []
 
     def commit() -> Any:
+        if plan.create_pr:  # an earlier attempt may have opened it before failing
+            url = _open_pull_request(api, plan, title)
+            if url is not None:  # after a failed attempt of ours, it is ours
+                return PushResult(url, "opened" if attempts else "already-open")
+        attempts.append(1)
         # Operations are built again for each attempt: an upload marks them as used.
         operations = [CommitOperationAdd(f.path_in_repo, str(f.local)) for f in plan.files]
         if readme is not None:
@@ -583,7 +600,7 @@ def push_card(plan: UploadPlan, *, endpoint: str | None = None,
         sent[:] = operations
         try:
             return api.create_commit(
-                plan.repo_id, operations, commit_message=message,
+                plan.repo_id, operations, commit_message=title if plan.create_pr else message,
                 commit_description=description, repo_type=plan.repo_type,
                 create_pr=plan.create_pr, parent_commit=parent)
         except ValueError as exc:  # the Hub's check of a README's metadata (validate-yaml)
@@ -598,8 +615,35 @@ def push_card(plan: UploadPlan, *, endpoint: str | None = None,
                 + ".")) from None
 
     info = _with_retries(commit, plan, say)
-    return PushResult(str(info.pr_url or info.commit_url),
-                      changed=not (plan.create_pr and not info.pr_url) and not _all_unchanged(sent))
+    if isinstance(info, PushResult):
+        return info
+    if info.pr_url:
+        return PushResult(str(info.pr_url), "opened")
+    if plan.create_pr or _all_unchanged(sent):
+        # On main, after a retry, the unchanged files are the first attempt's commit.
+        committed = not plan.create_pr and len(attempts) > 1
+        return PushResult(str(info.commit_url), "committed" if committed else "unchanged")
+    return PushResult(str(info.commit_url), "committed")
+
+
+def _card_digest(plan: UploadPlan) -> str:
+    """A short digest of the files a push uploads, which names its pull request."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in plan.files:
+        digest.update(f.path_in_repo.encode() + b"\0" + Path(f.local).read_bytes() + b"\0")
+    return "card " + digest.hexdigest()[:12]
+
+
+def _open_pull_request(api: Any, plan: UploadPlan, title: str) -> str | None:
+    """The URL of an open pull request of ``plan``'s repository titled ``title``, if any."""
+    for discussion in api.get_repo_discussions(
+            plan.repo_id, repo_type=plan.repo_type, discussion_type="pull_request",
+            discussion_status="open"):
+        if discussion.title == title:
+            return str(discussion.url)
+    return None
 
 
 def _all_unchanged(operations: list[Any]) -> bool:

@@ -19,11 +19,13 @@ def upload_card(card: str, repo: str, *, repo_type: str = "dataset", no_pr: bool
         return
     click.echo(redact(plan.describe()), err=True)
     result = push_card(plan, say=lambda text: click.echo(redact(text), err=True))
-    if not result.changed:
-        click.echo(redact(f"nothing to upload: {plan.repo_type} {plan.repo_id} already has "
-                          f"these files unchanged on main ({result.url})"))
-        return
-    what = "opened a pull request" if plan.create_pr else "committed to main"
+    what = {
+        "opened": "opened a pull request",
+        "committed": "committed to main",
+        "unchanged": f"nothing to upload: {plan.repo_type} {plan.repo_id} already has these "
+                     "files unchanged on main",
+        "already-open": "a pull request with this card is already open",
+    }[result.outcome]
     click.echo(redact(f"{what}: {result.url}"))
 
 

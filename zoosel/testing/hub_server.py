@@ -376,6 +376,7 @@ class _FailureRule:
     code: str | None
     message: str
     headers: dict[str, str]
+    after: bool = False  # answer the error after carrying the request out
 
     def matches(self, req: _Request) -> bool:
         if self.method is not None and req.method != self.method.upper():
@@ -764,18 +765,21 @@ class FakeHub:
         code: str | None = None,
         message: str | None = None,
         headers: Mapping[str, str] | None = None,
+        after: bool = False,
     ) -> None:
         """Answer the next ``times`` requests whose path starts with ``path_prefix`` (e.g.
         ``/api/datasets/user/data/commit/``) with ``status`` (``times=None``: all of them).
 
         ``code`` and ``message`` become ``X-Error-Code`` and ``X-Error-Message`` (defaults as the
         Hub answers: 401 "Invalid credentials in Authorization header", 404 ``RepoNotFound``...);
-        ``headers`` are added (e.g. ``{"Retry-After": "0"}``).
+        ``headers`` are added (e.g. ``{"Retry-After": "0"}``). With ``after``, the request is
+        carried out first and only its answer replaced: a server that applied a commit but
+        failed to say so.
         """
         default_code, default_message = _DEFAULT_FAILURES.get(status, (None, "Internal Error"))
         rule = _FailureRule(
             path_prefix, status, times, method, code if code is not None else default_code,
-            message or default_message, dict(headers or {}),
+            message or default_message, dict(headers or {}), after,
         )
         with self._lock:
             self._failures.append(rule)
@@ -810,15 +814,17 @@ class FakeHub:
                 })
             return out
 
-    def _injected_failure(self, req: _Request) -> _Response | None:
+    def _injected_failure(self, req: _Request, after: bool = False) -> _Response | None:
         with self._lock:
             for rule in self._failures:
-                if rule.matches(req):
+                if rule.after == after and rule.matches(req):
                     if rule.times is not None:
                         rule.times -= 1
                         if rule.times <= 0:
                             self._failures.remove(rule)
                     return _Response.error(rule.status, rule.code, rule.message, **rule.headers)
+            if after:
+                return None
             required = self.required_token
         auth = req.headers.get("Authorization") or ""
         if required is not None and auth and auth[len("bearer "):].strip() != required:
@@ -925,7 +931,7 @@ class FakeHub:
             pr = {
                 "num": num, "ref": f"refs/pr/{num}", "title": summary,
                 "description": str(header.get("description") or ""), "sha": sha,
-                "base": revision, "base_sha": base.sha, "status": "open",
+                "base": revision, "base_sha": base.sha, "status": "open", "created_at": date,
             }
             pulls.append(pr)
             body["pullRequestUrl"] = f"{repo_url}/discussions/{num}"
@@ -1017,6 +1023,7 @@ class FakeHub:
             self._log.append((request.method, target))
         try:
             response = self._injected_failure(request) or self._route(request)
+            response = self._injected_failure(request, after=True) or response
         except Exception:
             tb = traceback.format_exc()
             with self._lock:
@@ -1115,12 +1122,38 @@ class FakeHub:
             return None
         if action in ("preupload", "commit") and len(rest) >= 2 and req.method == "POST":
             return self._write(req, repo_type, repo_id, action, unquote("/".join(rest[1:])))
+        if action == "discussions" and len(rest) == 1 and req.method == "GET":
+            found = self._lookup(req, repo_type, repo_id, None)
+            return found if isinstance(found, _Response) else self._discussions(req, found[0])
         if action == "refs" and len(rest) == 1 and req.method == "GET":
             found = self._lookup(req, repo_type, repo_id, None)
             return found if isinstance(found, _Response) else self._refs(req, found[0])
         return None
 
     # ---------------------------------------------------------------- endpoints
+
+    def _discussions(self, req: _Request, repo: _Repo) -> _Response:
+        """The pull requests opened here (the only discussions FakeHub has), 50 a page."""
+        kind, status = req.first("type"), req.first("status")
+        if kind not in (None, "all", "pull_request", "discussion") or status not in (
+                None, "all", "open", "closed"):
+            return _Response.error(400, "BadRequest", "Invalid type or status")
+        try:
+            page = int(req.first("p") or 0)
+        except ValueError:
+            return _Response.error(400, "BadRequest", "Invalid page")
+        with self._lock:
+            pulls = [] if kind == "discussion" else list(
+                self._pulls.get((repo.repo_type, repo.repo_id), []))
+        pulls = [p for p in reversed(pulls) if status in (None, "all", p["status"])]
+        items = [{
+            "num": p["num"], "title": p["title"], "status": p["status"],
+            "createdAt": p["created_at"], "isPullRequest": True,
+            "author": {"name": "zoosel-tester"},
+            "repo": {"name": repo.repo_id, "type": repo.repo_type},
+        } for p in pulls[page * 50:(page + 1) * 50]]
+        return _Response.json({"discussions": items, "count": len(pulls), "start": page * 50,
+                               "numClosedDiscussions": 0})
 
     def _listing(self, req: _Request, repo_type: str) -> _Response:
         filters = [f for v in req.values("filter") for f in v.split(",") if f]
