@@ -360,3 +360,34 @@ def test_rank_offline_from_the_cache_loads_the_cached_snapshot(hub, tmp_path, mo
     (result,) = ranking.results
     assert result.candidate == f"hf-cache:lst-real/tiny-resnet@{sha[:12]}" and result.ok
     assert hub.log == []
+
+
+def test_models_that_need_remote_code_are_skipped_unless_trusted(hub, tmp_path, monkeypatch):
+    from huggingface_hub import constants, snapshot_download
+
+    for name, downloads in (("custom", 20), ("plain", 10)):
+        files = _files("transformers", "image-classification", [], "mit", 1000)
+        if name == "custom":
+            files["config.json"] = json.dumps({"model_type": "vit", "auto_map": {
+                "AutoModel": "modeling_x.XModel"}})
+            files["modeling_x.py"] = "raise SystemExit('must never run')\n"
+        hub.add_model(f"rc/{name}", files, downloads=downloads,
+                      tags=["custom_code"] if name == "custom" else None)
+    result = listing(hub_author="rc")
+    assert names(result.candidates) == ["plain"]
+    (skipped,) = result.skipped
+    assert skipped.ref == "rc/custom" and "--trust-remote-code" in skipped.reason
+    assert names(listing(hub_author="rc", hub_limit=1).candidates) == ["plain"]
+    trusted = listing(hub_author="rc", trust_remote_code=True)
+    assert names(trusted.candidates) == ["custom", "plain"] and not trusted.skipped
+    assert trusted.candidates[0].extra["custom_code"]
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    for name in ("custom", "plain"):
+        snapshot_download(f"rc/{name}")
+    cached = list_models(from_cache=True, hub_author="rc")
+    assert names(cached.candidates) == ["plain"]
+    assert [s.ref for s in cached.skipped] == ["rc/custom"]
+    assert "--trust-remote-code" in cached.skipped[0].reason
+    assert names(list_models(from_cache=True, hub_author="rc", trust_remote_code=True)
+                 .candidates) == ["custom", "plain"]

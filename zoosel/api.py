@@ -145,6 +145,7 @@ def list_request(
     timm_patterns: Sequence[str] = (),
     local_dirs: Sequence[str] = (),
     cache_dir: str | Path | None = None,
+    trust_remote_code: bool = False,
 ) -> ListRequest:
     """A checked :class:`ListRequest`; parameter counts may be written ``5M``, ``1.2B``."""
     from zoosel.sources.hub_listing import SUPPORTED_LIBRARIES, parse_count
@@ -162,7 +163,8 @@ def list_request(
         hub_filter=tuple(hub_filter), hub_search=hub_search, hub_author=hub_author,
         hub_limit=hub_limit, hub_sort=hub_sort, hub_pipeline_tag=pipeline_tag,
         hub_library=library, hub_licenses=tuple(licenses), min_params=low, max_params=high,
-        include_gated=include_gated, from_cache=from_cache, listing_ttl=listing_ttl,
+        include_gated=include_gated, trust_remote_code=trust_remote_code,
+        from_cache=from_cache, listing_ttl=listing_ttl,
         cache_dir=str(cache_dir) if cache_dir is not None else None,
         timm_patterns=tuple(timm_patterns), local_dirs=tuple(local_dirs),
     )
@@ -274,6 +276,7 @@ def rank(
         licenses=licenses, min_params=min_params, max_params=max_params,
         include_gated=include_gated, from_cache=from_cache, listing_ttl=listing_ttl,
         timm_patterns=timm_patterns, local_dirs=local_dirs, cache_dir=cache_dir,
+        trust_remote_code=trust_remote_code,
     )
     if not models and request.is_empty():
         raise UsageError(_NO_CANDIDATES)

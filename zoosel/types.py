@@ -103,6 +103,8 @@ class ListRequest:
     min_params: int | None = None
     max_params: int | None = None
     include_gated: bool = False
+    trust_remote_code: bool = False
+    """Offer listed models that need their repository's code (else they are skipped)."""
     from_cache: bool = False
     """List the models in the local Hugging Face cache instead of the Hub."""
     listing_ttl: float | None = None

@@ -73,6 +73,9 @@ dataset_options = option_group([
 ``--seed``."""
 
 candidate_options = option_group([
+    click.option("--trust-remote-code", is_flag=True,
+                 help="Allow models that run code from their repository (listed ones that "
+                      "need it are skipped otherwise)."),
     click.option("--model", "-m", "models", multiple=True,
                  help="Candidate as SOURCE:REF, e.g. hf:org/name@rev, timm:resnet18.a1_in1k, "
                       "local:PATH or local:FILE.safetensors@ARCH. Repeatable."),
@@ -126,8 +129,6 @@ engine_options = option_group([
     click.option("--cache-dir", help="Cache folder of features and Hub listings (default: "
                                      "$ZOOSEL_CACHE or ~/.cache/zoosel)."),
     click.option("--no-cache", is_flag=True, help="Neither read nor write the feature cache."),
-    click.option("--trust-remote-code", is_flag=True,
-                 help="Allow models that run code from their repository."),
     click.option("--allow-pickle", is_flag=True,
                  help="Allow pickled weights (.bin/.pt), loaded with weights_only=True."),
     click.option("--sketch-dim", type=int,
@@ -185,7 +186,7 @@ def candidate_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
         min_params=o["min_params"], max_params=o["max_params"],
         include_gated=o["include_gated"], from_cache=o["from_cache"],
         listing_ttl=o["listing_ttl"], timm_patterns=o["timm_pattern"],
-        local_dirs=o["local_dir"],
+        local_dirs=o["local_dir"], trust_remote_code=o["trust_remote_code"],
     )
 
 
@@ -201,8 +202,7 @@ def rank_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
         image_column=o["image_column"], label_column=o["label_column"],
         per_class=per_class_value(o["per_class"]), seed=o["seed"], device=o["device"],
         batch_size=o["batch_size"], workers=o["workers"], cache_dir=o["cache_dir"],
-        use_cache=not o["no_cache"], trust_remote_code=o["trust_remote_code"],
-        allow_pickle=o["allow_pickle"],
+        use_cache=not o["no_cache"], allow_pickle=o["allow_pickle"],
         sketch={"k": o["sketch_dim"], "layers": o["sketch_layer"] or None,
                 "head": o["sketch_head"], "seed": o["sketch_seed"]},
         source_data=o["source_data"], run_dir=o["run_dir"], fresh=o["fresh"],

@@ -168,6 +168,8 @@ class HubCacheSource:
             if request.hub_sort and request.hub_sort != "last_modified":
                 notes.append(f"--hub-sort {request.hub_sort} is not known offline; cached "
                              "models are listed by name")
+        if custom_code and request is not None and not request.trust_remote_code:
+            return Skipped(self.name, repo.repo_id, hub_listing.CUSTOM_CODE_REASON)
         if not any(p.suffix == ".safetensors" or p.suffix in loaders.PICKLE_SUFFIXES
                    for p in files):
             return Skipped(self.name, repo.repo_id, "only its configuration is cached, not "

@@ -29,6 +29,8 @@ EXPAND = ["sha", "library_name", "pipeline_tag", "tags", "gated", "private", "sa
 _SCALES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 _COUNT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmbgt]?)")
 LOGIN_HINT = "set HF_TOKEN or run `hf auth login`"
+CUSTOM_CODE_REASON = ("needs code from its repository, which zoosel does not run unless you "
+                      "pass --trust-remote-code")
 
 
 def parse_count(value: str | int) -> int:
@@ -161,6 +163,8 @@ def judge(source: str, model: ListedModel, request: ListRequest,
                                          "Hub, then pass --include-gated")
     if model.gated and not authed:
         return Skipped(source, model.id, f"gated repository and no token: {LOGIN_HINT}")
+    if "custom_code" in model.tags and not request.trust_remote_code:
+        return Skipped(source, model.id, CUSTOM_CODE_REASON)
     note = params_note(request) if model.params is None else None
     return hub_candidate(source, model, [note] if note else [])
 
@@ -199,6 +203,7 @@ def _cache_key(request: ListRequest, authed: bool) -> str:
         licenses=sorted(lic.lower() for lic in request.hub_licenses),
         min_params=request.min_params, max_params=request.max_params,
         include_gated=request.include_gated, limit=request.hub_limit,
+        trust_remote_code=request.trust_remote_code,
     )
 
 
