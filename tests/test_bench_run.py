@@ -392,3 +392,47 @@ def test_learning_rate_schedules(decay: str, warmup: float) -> None:
         assert all(a >= b for a, b in zip(got[warm:], got[warm + 1:], strict=False))
     with pytest.raises(ValueError, match="decay"):
         lr_factor(Schedule(1, 1.0, decay="linear"), 10)
+
+
+def test_device_is_checked_and_recorded(tmp_path: Path) -> None:
+    from zoosel.bench.train import resolve_device
+    from zoosel.cli import bench_commands, cli  # noqa: F401  (registers `bench`)
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UsageError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    result = CliRunner().invoke(cli, ["bench", "zoo", "--tiny", "--dir", str(tmp_path),
+                                      "--device", "tpu0", "--quiet"])
+    assert result.exit_code == 2 and "unknown device" in result.output
+    assert "Traceback" not in result.output
+    if not torch.cuda.is_available():
+        result = CliRunner().invoke(cli, ["bench", "zoo", "--tiny", "--dir", str(tmp_path),
+                                          "--device", "cuda", "--quiet"])
+        assert result.exit_code == 2 and "no CUDA device is visible" in result.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_build_on_the_gpu_matches_the_cpu_closely(tmp_path: Path) -> None:
+    results = {}
+    for device in ("cpu", "cuda"):
+        bench = Bench(root=tmp_path / device, profile=_small(1), progress=False,
+                      log=lambda m: None, device=device)
+        bench.build_zoo()
+        bench.finetune()
+        records = groundtruth.Store(bench.root).records()
+        assert {r["device"] for r in records} == {device}
+        assert nets.member_meta(bench.zoo_dir / "resnet-glyphs")["device"] == device
+        results[device] = {(r["member"], r["lr"]): r["val_accuracy"] for r in records}
+    assert results["cpu"].keys() == results["cuda"].keys()
+    for key, value in results["cpu"].items():
+        assert abs(results["cuda"][key] - value) <= 0.25, key
+
+
+def test_cpu_builds_record_their_device(tiny: Bench) -> None:
+    assert {r["device"] for r in groundtruth.Store(tiny.root).records()} == {"cpu"}
+    assert all(nets.member_meta(p)["device"] == "cpu" for p in tiny.members().values())
+    scored = json.loads(next((tiny.root / "scores").glob("*.json")).read_text())
+    assert scored["device"] == "cpu"
+    results = json.loads((tiny.root / "report" / "results.json").read_text())
+    assert results["meta"]["devices"] == "cpu"

@@ -40,8 +40,10 @@ class Run:
         return (self.member, self.task, self.regime, float(self.lr), int(self.seed))
 
 
-def finetune(root: Path, profile: Profile, run: Run, member_dir: Path) -> dict[str, Any]:
-    """Fine-tune ``run.member`` with the benchmark's protocol; returns the result record."""
+def finetune(root: Path, profile: Profile, run: Run, member_dir: Path,
+             device: str = "cpu") -> dict[str, Any]:
+    """Fine-tune ``run.member`` with the benchmark's protocol on ``device``; returns the
+    result record."""
     import torch
 
     data = BenchData(root, profile)
@@ -51,11 +53,11 @@ def finetune(root: Path, profile: Profile, run: Run, member_dir: Path) -> dict[s
     torch.manual_seed(run.seed)
     model = nets.load(member_dir, num_classes=len(pool.classes))
     schedule = Schedule(profile.epochs[run.regime], run.lr, batch_size=profile.batch_size)
-    seconds = fit(model, train.images, train.labels, schedule, seed=run.seed)
+    seconds = fit(model, train.images, train.labels, schedule, seed=run.seed, device=device)
     return {**asdict(run), "member_sha256": nets.member_meta(member_dir).get("weights_sha256"),
             "val_accuracy": accuracy(model, val.images, val.labels),
             "test_accuracy": accuracy(model, test.images, test.labels),
-            "seconds": seconds, "train_images": int(len(train.labels)),
+            "seconds": seconds, "train_images": int(len(train.labels)), "device": device,
             "epochs": schedule.epochs}
 
 

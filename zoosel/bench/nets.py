@@ -108,6 +108,7 @@ def save(model: torch.nn.Module, path: str | Path, arch: Arch, classes: Sequence
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
+    model.to("cpu")
     save_for_hf(model, str(out), model_args=dict(arch.args),
                 model_config={"label_names": list(classes)}, safe_serialization=True)
     meta = {**meta, "weights_sha256": weights_digest(out)}
@@ -190,7 +191,7 @@ class MultiBN:
                         torch.nn.Parameter(bn.bias.detach().clone()),
                         bn.running_mean.clone(), bn.running_var.clone(),
                         bn.num_batches_tracked.clone()) for bn in self.bns],
-                "head": torch.nn.Linear(features, classes),
+                "head": torch.nn.Linear(features, classes).to(self.bns[0].weight.device),
             }
         self.current: str | None = None
 

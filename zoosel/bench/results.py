@@ -22,7 +22,8 @@ def collect(bench: Bench) -> dict[str, Any]:
 
     from zoosel import __version__
 
-    truth = groundtruth.table(groundtruth.Store(bench.root, bench.digests()).records())
+    records = groundtruth.Store(bench.root, bench.digests()).records()
+    truth = groundtruth.table(records)
     tasks: dict[str, dict[str, Any]] = {}
     regimes: list[str] = []
     for job in bench.scoring_jobs():
@@ -50,8 +51,10 @@ def collect(bench: Bench) -> dict[str, Any]:
             regimes.append(job.label)
     members = bench.members()
     zoo = []
+    zoo_meta = []
     for name, path in sorted(members.items()):
         meta = nets.member_meta(path)
+        zoo_meta.append(meta)
         zoo.append({"id": name, "arch": meta.get("arch", "?"),
                     "source_domain": meta.get("source", "?"), "init": meta.get("init", "?"),
                     "source_accuracy": meta.get("source_accuracy", float("nan")),
@@ -80,6 +83,9 @@ def collect(bench: Bench) -> dict[str, Any]:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch "
                        f"{torch.__version__}, {platform.python_version()}",
             "timing": "fine-tuning and scoring each on one thread",
+            "devices": ", ".join(sorted({str(r.get("device", "cpu")) for r in records}
+                                        | {str(m.get("device", "cpu")) for m in zoo_meta})
+                                 ) or "cpu",
         },
     }
 

@@ -42,8 +42,15 @@ class Bench:
     generalist: str | None = None
     progress: bool = True
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
+    device: str = "auto"
+    """Where training, fine-tuning and the selectors' models run: ``auto`` (a GPU when one
+    is visible), ``cpu``, ``cuda``, ``cuda:1``... Recorded with every result; the
+    committed results were computed on the CPU."""
 
     def __post_init__(self) -> None:
+        from zoosel.bench.train import resolve_device
+
+        self.device = resolve_device(self.device)
         self.root = Path(self.root)
         self.data = BenchData(self.root, self.profile, self.external_targets)
 
@@ -131,7 +138,7 @@ class Bench:
         multibn = [m for m in todo if m.init == "multibn"]  # one job trains them all
         jobs = multibn[:1] + [m for m in todo if m.init != "multibn"]
         self.log(f"zoosel bench: {len(planned) - len(todo)} zoo members built, "
-                 f"{len(jobs)} training jobs to run")
+                 f"{len(jobs)} training jobs to run on {self.device}")
         if stale:
             self.log(f"  retrained, as their recipe changed: {', '.join(stale)} (their "
                      "fine-tuning results and scores are redone too)")
@@ -139,7 +146,7 @@ class Bench:
         then = [m for m in jobs if m.depends_on is not None]
         for wave in (first, then):
             for member, meta in _pool_map(
-                build_member_job, [(self.root, self.profile, m) for m in wave],
+                build_member_job, [(self.root, self.profile, m, self.device) for m in wave],
                 self.profile.workers, "training the zoo", self.progress,
             ):
                 self.log(f"  {member.name}: source accuracy {meta['source_accuracy']:.3f} "
@@ -161,9 +168,11 @@ class Bench:
             else:
                 runs = groundtruth.noise_runs(self.profile, store.records(), self.tasks)
             todo = [r for r in runs if r.key not in done]
-            self.log(f"zoosel bench: fine-tuning ({phase}): {len(todo)} runs to go")
+            self.log(f"zoosel bench: fine-tuning ({phase}): {len(todo)} runs to go on "
+                     f"{self.device}")
             for _, record in _pool_map(
-                finetune_job, [(self.root, self.profile, r, members[r.member]) for r in todo],
+                finetune_job,
+                [(self.root, self.profile, r, members[r.member], self.device) for r in todo],
                 self.profile.workers, f"fine-tuning ({phase})", self.progress,
             ):
                 store.append(record)
@@ -189,9 +198,10 @@ class Bench:
         digests = {name: d for name, d in self.digests().items() if d is not None}
         todo = [j for j in self.scoring_jobs()
                 if not selectors.is_current(self._score_path(j), digests)]
-        self.log(f"zoosel bench: scoring: {len(todo)} (task, regime) pairs to go")
+        self.log(f"zoosel bench: scoring: {len(todo)} (task, regime) pairs to go on "
+                 f"{self.device}")
         for job, record in _pool_map(
-            score_job, [(self.root, self.profile, j, members) for j in todo],
+            score_job, [(self.root, self.profile, j, members, self.device) for j in todo],
             self.profile.workers, "scoring", self.progress,
         ):
             selectors.save(self._score_path(job), record)
@@ -235,18 +245,19 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def build_member_job(root: Path, profile: Profile, member: zoo.Member) -> tuple[Any, Any]:
-    return member, zoo.build_member(root, profile, member)
+def build_member_job(root: Path, profile: Profile, member: zoo.Member,
+                     device: str = "cpu") -> tuple[Any, Any]:
+    return member, zoo.build_member(root, profile, member, device)
 
 
 def finetune_job(root: Path, profile: Profile, run: groundtruth.Run,
-                 member_dir: Path) -> tuple[Any, Any]:
-    return run, groundtruth.finetune(root, profile, run, member_dir)
+                 member_dir: Path, device: str = "cpu") -> tuple[Any, Any]:
+    return run, groundtruth.finetune(root, profile, run, member_dir, device)
 
 
 def score_job(root: Path, profile: Profile, job: selectors.Scoring,
-              members: Mapping[str, Path]) -> tuple[Any, Any]:
-    return job, selectors.score(root, profile, job, members)
+              members: Mapping[str, Path], device: str = "cpu") -> tuple[Any, Any]:
+    return job, selectors.score(root, profile, job, members, device)
 
 
 def _pool_map(fn: Callable[..., tuple[Any, Any]], args: list[tuple[Any, ...]], workers: int,

@@ -61,9 +61,10 @@ def source_rules(root: Path, profile: Profile, members: Mapping[str, Path]) -> l
     return rules
 
 
-def score(root: Path, profile: Profile, job: Scoring, members: Mapping[str, Path]
-          ) -> dict[str, Any]:
-    """Rank the zoo for ``job`` with every selector; returns scores, costs and errors."""
+def score(root: Path, profile: Profile, job: Scoring, members: Mapping[str, Path],
+          device: str = "cpu") -> dict[str, Any]:
+    """Rank the zoo for ``job`` with every selector (models run on ``device``); returns
+    scores, costs and errors."""
     import torch
 
     from zoosel.api import rank, select_scorers
@@ -79,6 +80,7 @@ def score(root: Path, profile: Profile, job: Scoring, members: Mapping[str, Path
             scorers=list(chosen), per_class=profile.score_per_class
             if job.variant == "sampled" else None, seed=0, progress=False,
             cache_dir=root / "cache", source_data=source_rules(root, profile, members),
+            device=device,
         )
     finally:
         torch.set_num_threads(threads)
@@ -98,6 +100,7 @@ def score(root: Path, profile: Profile, job: Scoring, members: Mapping[str, Path
         "num_samples": ranking.dataset.num_samples, "scores": scores, "cost": seconds,
         "errors": {member_of(r.candidate): r.error for r in ranking.failed},
         "notes": {member_of(r.candidate): r.notes for r in ranking.results if r.notes},
+        "device": device,
         "members_sha256": {name: nets.member_meta(path).get("weights_sha256")
                            for name, path in sorted(members.items())},
     }

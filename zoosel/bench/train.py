@@ -68,16 +68,21 @@ def fit(
     parameters: Sequence[torch.nn.Parameter] | None = None,
     before_step: Callable[[int], torch.nn.Module] | None = None,
     domains: np.ndarray | None = None,
+    device: str = "cpu",
 ) -> float:
     """Train ``model`` on uint8 ``images`` and int ``labels``; returns the seconds it took.
 
     ``domains`` (an int per image) with ``before_step`` trains a Multi-BN network: each
     batch holds images of one domain and ``before_step(domain)`` returns the network
-    with that domain's parameters swapped in.
+    with that domain's parameters swapped in (already on ``device``).
+
+    The model is moved to ``device``; batches are drawn and augmented on the CPU with the
+    same random stream on every device, then moved.
     """
     import torch
 
     began = time.perf_counter()
+    model.to(device)
     generator = torch.Generator().manual_seed(seed)
     x_all = to_input(images)
     y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
@@ -105,13 +110,34 @@ def fit(
             x = x_all[rows]
             if schedule.augment:
                 x = _shift(x, generator)
-            loss = torch.nn.functional.cross_entropy(net(x), y_all[rows])
+            x, y = x.to(device, non_blocking=True), y_all[rows].to(device, non_blocking=True)
+            loss = torch.nn.functional.cross_entropy(net(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
     model.eval()
     return time.perf_counter() - began
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` as ``cuda`` when a GPU is visible, else ``cpu``; other names checked."""
+    import torch
+
+    from zoosel.errors import UsageError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is visible; use --device cpu "
+                         "(or auto).")
+    if kind not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device}: the benchmark runs on cpu or cuda.")
+    return device
 
 
 def lr_factor(schedule: Schedule, total: int) -> Callable[[int], float]:
@@ -157,14 +183,15 @@ def _batches(n: int, domains: np.ndarray | None, batch_size: int,
 
 def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
              batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model`` on uint8 ``images``."""
+    """Top-1 accuracy of ``model`` on uint8 ``images`` (on the device the model is on)."""
     import torch
 
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     with torch.inference_mode():
         for start in range(0, len(labels), batch_size):
-            x = to_input(images[start:start + batch_size])
-            pred = model(x).argmax(1).numpy()
+            x = to_input(images[start:start + batch_size]).to(device)
+            pred = model(x).argmax(1).cpu().numpy()
             correct += int((pred == labels[start:start + batch_size]).sum())
     return correct / max(1, len(labels))

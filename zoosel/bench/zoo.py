@@ -135,17 +135,20 @@ def _meta(member: Member, model: torch.nn.Module, test: Split, seconds: float,
         "source": member.source, "init": member.init,
         "source_accuracy": accuracy(model, test.images, test.labels),
         "train_seconds": seconds, "epochs": schedule.epochs, "lr": schedule.lr,
+        "device": str(next(model.parameters()).device.type),
         "num_params": int(sum(p.numel() for p in model.parameters())),
     }
 
 
-def build_member(root: Path, profile: Profile, member: Member) -> dict[str, Any]:
-    """Train ``member`` (all Multi-BN members at once) and save it; returns its metadata."""
+def build_member(root: Path, profile: Profile, member: Member,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Train ``member`` (all Multi-BN members at once) on ``device`` and save it; returns its
+    metadata."""
     import torch
 
     data = BenchData(root, profile)
     if member.init == "multibn":
-        return _build_multibn(root, data)
+        return _build_multibn(root, data, device)
     zoo = root / "zoo"
     arch = nets.get_arch(member.arch)
     seed = 0
@@ -160,13 +163,13 @@ def build_member(root: Path, profile: Profile, member: Member) -> dict[str, Any]
         model = nets.load(zoo / str(member.depends_on), num_classes=len(train.classes))
     else:
         model = nets.create(arch, len(train.classes), profile.size, seed)
-    seconds = fit(model, train.images, train.labels, schedule, seed=seed)
+    seconds = fit(model, train.images, train.labels, schedule, seed=seed, device=device)
     meta = _meta(member, model, test, seconds, schedule)
     meta["recipe"] = recipe(profile, member, zoo)
     return nets.member_meta(nets.save(model, zoo / member.name, arch, train.classes, meta))
 
 
-def _build_multibn(root: Path, data: BenchData) -> dict[str, Any]:
+def _build_multibn(root: Path, data: BenchData, device: str = "cpu") -> dict[str, Any]:
     """Train the Multi-BN network on every source and save one member per domain."""
     profile = data.profile
     arch = nets.get_arch("resnet")
@@ -175,12 +178,12 @@ def _build_multibn(root: Path, data: BenchData) -> dict[str, Any]:
     local = np.concatenate([p.labels for p in parts.values()])  # labels within each domain
     sizes = {d: len(p.classes) for d, p in parts.items()}
     sources = list(parts)
-    model = nets.create(arch, sizes[sources[0]], profile.size, seed=0)
+    model = nets.create(arch, sizes[sources[0]], profile.size, seed=0).to(device)
     multi = nets.MultiBN(model, sizes)
     schedule = source_schedule(profile, Member(f"multibn-{sources[0]}", "resnet", sources[0],
                                                "multibn"))
     seconds = fit(model, train.images, local, schedule, seed=0, parameters=multi.parameters(),
-                  before_step=lambda d: multi.use(sources[d]), domains=domains)
+                  before_step=lambda d: multi.use(sources[d]), domains=domains, device=device)
     metas = {}
     for d in sources:
         member = Member(f"multibn-{d}", "resnet", d, "multibn")

@@ -25,12 +25,15 @@ _bench_options = option_group([
     click.option("--workers", type=int, default=None,
                  help="Processes for training, fine-tuning and scoring (one thread each; "
                       "default: the profile's)."),
+    click.option("--device", default="auto", show_default=True,
+                 help="Where to train, fine-tune and run the selectors' models: auto (a GPU "
+                      "when one is visible), cpu, cuda, cuda:1..."),
     click.option("--quiet", is_flag=True, help="No progress bars or step messages."),
 ])
 
 
 def _bench(root: str, profile: str | None, tiny: bool, config: str | None,
-           targets: tuple[str, ...], workers: int | None, quiet: bool) -> Any:
+           targets: tuple[str, ...], workers: int | None, device: str, quiet: bool) -> Any:
     from zoosel.bench.profiles import load_config, resolve
     from zoosel.bench.run import Bench
     from zoosel.errors import UsageError
@@ -48,7 +51,7 @@ def _bench(root: str, profile: str | None, tiny: bool, config: str | None,
         builtin_targets=settings.get("builtin_targets", True),
         models=settings.get("models", []), generalist=settings.get("generalist"),
         progress=not quiet, log=(lambda msg: None) if quiet else
-        (lambda msg: click.echo(msg, err=True)),
+        (lambda msg: click.echo(msg, err=True)), device=device,
     )
 
 
