@@ -341,6 +341,8 @@ def test_a_member_whose_recipe_changed_is_retrained_and_its_results_redone(
     bench.log = logged.append
     assert [m.name for m in zoo.to_build(bench.zoo_dir, profile, zoo.plan(profile, ["glyphs"]))
             ] == ["resnet-generalist", "resnet-glyphs-from-generalist"]
+    assert bench.status()[0] == (
+        "zoo", 1, 3, "out of date: resnet-generalist, resnet-glyphs-from-generalist")
     bench.run(steps=("zoo", "finetune", "score"))
     after = {n: nets.member_meta(tmp_path / "zoo" / n) for n in names}
     assert after["resnet-glyphs"] == before["resnet-glyphs"]
@@ -436,3 +438,26 @@ def test_cpu_builds_record_their_device(tiny: Bench) -> None:
     assert scored["device"] == "cpu"
     results = json.loads((tiny.root / "report" / "results.json").read_text())
     assert results["meta"]["devices"] == "cpu"
+
+
+def test_status_says_how_far_each_step_is(tiny: Bench, tmp_path: Path) -> None:
+    from zoosel.cli import bench_commands, cli  # noqa: F401  (registers `bench`)
+
+    lines = {step: (done, total) for step, done, total, _ in tiny.status()}
+    runs = len(groundtruth.Store(tiny.root).records())
+    assert lines["zoo"] == (7, 7) and lines["score"][0] == lines["score"][1] > 0
+    assert lines["finetune: learning rates"][0] + lines["finetune: noise seeds"][0] == runs
+    assert all(done == total for done, total in lines.values())
+
+    bench = Bench(root=tmp_path / "partial", profile=_small(1), progress=False,
+                  log=lambda m: None)
+    bench.build_zoo()
+    before = sorted(p.relative_to(bench.root) for p in bench.root.rglob("*"))
+    lines = {step: (done, total, note) for step, done, total, note in bench.status()}
+    assert lines["zoo"] == (1, 1, "")
+    assert lines["finetune: learning rates"] == (0, 2, "")
+    assert lines["score"][:2] == (0, 1) and lines["report"][:2] == (0, 1)
+    assert sorted(p.relative_to(bench.root) for p in bench.root.rglob("*")) == before
+    out = CliRunner().invoke(cli, ["bench", "status", "--tiny", "--dir", str(tmp_path / "no")])
+    assert out.exit_code == 0 and "no build in" in out.output
+    assert not (tmp_path / "no").exists()

@@ -218,6 +218,35 @@ class Bench:
         results = collect(self)
         return write_report(results, Path(out_dir) if out_dir else self.root / "report")
 
+    def status(self) -> list[tuple[str, int, int, str]]:
+        """How far each step is, without running anything: ``(step, done, total, note)``."""
+        if self.models:
+            zoo_line = ("zoo", len(self.members()), len(self.models), "given by the config")
+        else:
+            planned = zoo.plan(self.profile, self.sources)
+            todo = zoo.to_build(self.zoo_dir, self.profile, planned)
+            stale = [m.name for m in todo if zoo.is_built(self.zoo_dir, m.name)]
+            zoo_line = ("zoo", len(planned) - len(todo), len(planned),
+                        f"out of date: {', '.join(stale)}" if stale else "")
+        members = self.members()
+        store = groundtruth.Store(self.root, self.digests())
+        done, records = store.done(), store.records()
+        lr = list(groundtruth.lr_runs(self.profile, sorted(members), self.tasks))
+        noise = list(groundtruth.noise_runs(self.profile, records, self.tasks))
+        digests = {name: d for name, d in self.digests().items() if d is not None}
+        jobs = self.scoring_jobs()
+        scored = sum(selectors.is_current(self._score_path(j), digests) for j in jobs)
+        report = self.root / "report" / "report.md"
+        return [
+            zoo_line,
+            ("finetune: learning rates", sum(r.key in done for r in lr), len(lr), ""),
+            ("finetune: noise seeds", sum(r.key in done for r in noise), len(noise),
+             "" if len(noise) or not self.profile.noise_targets
+             else "known once the learning rates are chosen"),
+            ("score", scored, len(jobs), ""),
+            ("report", int(report.is_file()), 1, str(report) if report.is_file() else ""),
+        ]
+
     def run(self, steps: Iterable[str] = STEPS, fresh: bool = False) -> dict[str, Path] | None:
         """Run ``steps`` in order."""
         self.check_config(fresh=fresh)

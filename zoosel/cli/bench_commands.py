@@ -92,6 +92,21 @@ _step("score", "Score the zoo on every target with every selector.")
 _step("report", "Compute the metrics and write report.md, results.json and plots.")
 
 
+@bench_group.command("status")
+@_bench_options
+@friendly_errors
+def bench_status(**kwargs: Any) -> None:
+    """Show how far each step of the build in --dir is; runs nothing."""
+    bench = _bench(**kwargs)
+    if not bench.root.is_dir():
+        click.echo(f"no build in {bench.root} yet: `zoosel bench run --dir {bench.root}` "
+                   "starts one.")
+        return
+    for step, done, total, note in bench.status():
+        mark = "done" if total and done == total else f"{total - done} to go"
+        click.echo(f"{step:26s} {done:>5d} / {total:<5d} {mark:10s} {note}".rstrip())
+
+
 @bench_group.command("profiles")
 def bench_profiles() -> None:
     """List the built-in profiles and their sizes."""
