@@ -221,6 +221,25 @@ def test_an_unchanged_card_is_not_committed_again(env, card_file, no_pr):
     assert hub.repo_files(REPO, repo_type="dataset") == head
 
 
+def test_local_paths_in_a_card_are_pointed_out_before_upload(env, tmp_path):
+    ranking = _ranking()
+    ranking.results[1] = CandidateResult("local:/home/someone/zoo/b@456", "local",
+                                         {"lfc": 0.25}, num_params=900)
+    md, _ = cards.write_card(ranking, tmp_path / "out" / "card.md")
+    out = invoke("card", "push", str(md), "--repo", REPO, "--dry-run")
+    assert "note: the card names 1 local path(s) (/home/someone/zoo/b)" in out.output
+    plain = tmp_path / "notes.md"
+    plain.write_text("# Just notes\n")
+    assert cards.plan_upload(plain, REPO).local_paths == ()
+    clean = invoke("card", "push", str(plain), "--repo", REPO, "--dry-run")
+    assert "local path" not in clean.output
+    data = {"dataset": {"id": "/data/set"}, "candidates": [
+        {"id": "local:/m/x@1"}, {"id": "hf:org/y@2"}, {"id": "local:C:\\m\\z@3"}],
+        "failed": [{"id": "local:/m/x@1"}]}
+    assert cards._local_paths(data) == ("/data/set", "/m/x", "C:\\m\\z")
+    assert cards._local_paths({"dataset": {"id": "org/data"}, "candidates": []}) == ()
+
+
 def test_dry_run_uploads_nothing(env, card_file):
     hub = env["hub"]
     out = invoke("card", "push", str(card_file), "--repo", REPO, "--dry-run")

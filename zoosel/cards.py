@@ -23,7 +23,7 @@ import string
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from zoosel import __version__
@@ -456,6 +456,9 @@ class UploadPlan:
     """The summary to set under :data:`METADATA_KEY` in the repository's README.md, which
     :func:`push_card` reads from the main branch and adds to the same commit; None leaves
     the README alone."""
+    local_paths: tuple[str, ...] = ()
+    """Absolute local paths the card names (dataset, local candidates): they become
+    readable by anyone who can read the repository."""
 
     def describe(self, dry_run: bool = False) -> str:
         where = (f"a pull request on {self.repo_type} {self.repo_id}" if self.create_pr
@@ -474,6 +477,11 @@ class UploadPlan:
             if dry_run:
                 block = _yaml_text({METADATA_KEY: dict(self.metadata)})
                 lines += ["  new metadata:", *("    " + line for line in block.splitlines())]
+        if self.local_paths:
+            shown = ", ".join(self.local_paths[:3]) + (", ..." if len(self.local_paths) > 3
+                                                        else "")
+            lines.append(f"  note: the card names {len(self.local_paths)} local path(s) "
+                         f"({shown}); anyone who can read the repository will see them")
         return "\n".join([head, *lines])
 
 
@@ -492,9 +500,30 @@ def plan_upload(card: str | os.PathLike, repo_id: str, *, repo_type: str = "data
         raise UsageError(f"unknown repository type {repo_type!r}: dataset, model or space.")
     files = [md] + [p for p in (md.with_suffix(".json"),) if p.is_file() and p != md]
     prefix = folder.strip("/") + "/" if folder.strip("/") else ""
-    summary = card_metadata(_read_card_data(md), prefix + md.name) if metadata else None
+    if metadata:
+        data = _read_card_data(md)
+    else:  # any markdown file may be pushed; only a ranking card's data is looked at
+        try:
+            data = _read_card_data(md)
+        except UsageError:
+            data = {}
+    summary = card_metadata(data, prefix + md.name) if metadata else None
     return UploadPlan(repo_id, repo_type, create_pr, tuple(
-        UploadFile(p, prefix + p.name, p.stat().st_size) for p in files), summary)
+        UploadFile(p, prefix + p.name, p.stat().st_size) for p in files), summary,
+        local_paths=_local_paths(data))
+
+
+def _local_paths(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Absolute paths of this machine named by a card's data: the dataset and local
+    candidates (``local:/...``), revision suffixes dropped."""
+    names = [str((data.get("dataset") or {}).get("id") or "")]
+    for entry in [*(data.get("candidates") or []), *(data.get("failed") or [])]:
+        ident = str(entry.get("id") or "")
+        if ident.startswith("local:"):
+            names.append(ident[len("local:"):].rsplit("@", 1)[0])
+    found = [n for n in names if n and PurePath(n).is_absolute()
+             or (len(n) > 2 and n[1] == ":" and n[2] in "\\/")]
+    return tuple(dict.fromkeys(found))
 
 
 def _read_card_data(md: Path) -> dict[str, Any]:
