@@ -418,3 +418,34 @@ def test_ablation_regimes_do_not_count_twice_in_validity():
                                  "ablations": ["full (full-split)"]}, n_resamples=50)
     assert once["validity"]["checks"]["best_differs"]["n_targets"] == 1
     assert "full (full-split)" in once["aggregates"]  # still scored and reported
+
+
+def test_family_spearman_looks_within_each_architecture():
+    names = [f"a{i}" for i in range(4)] + [f"b{i}" for i in range(4)]
+    zoo = [{"id": n, "arch": "cnn" if n[0] == "a" else "vit"} for n in names]
+    acc = dict(zip(names, [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2], strict=True))
+    # right order inside each family, but the weaker family scored higher
+    split = dict(zip(names, [4, 3, 2, 1, 14, 13, 12, 11], strict=True))
+    flipped = dict(zip(names, [1, 2, 3, 4, 14, 13, 12, 11], strict=True))
+    tasks = {"t": {"5-shot": {"accuracy": acc, "scores": {"split": split, "flipped": flipped}}}}
+    out = M.family_spearman(tasks, zoo, n_resamples=50)
+    assert set(out) == {"cnn", "vit"}
+    assert out["cnn"]["5-shot"]["split"]["spearman"]["mean"] == pytest.approx(1.0)
+    assert out["vit"]["5-shot"]["split"]["spearman"]["mean"] == pytest.approx(1.0)
+    assert out["cnn"]["5-shot"]["flipped"]["spearman"]["mean"] == pytest.approx(-1.0)
+    overall = M.correlations(acc, split)["spearman"]
+    assert overall == pytest.approx(stats.spearmanr(list(acc.values()),
+                                                    list(split.values())).statistic)
+    assert overall < 0  # across families the same score looks wrong
+
+    rng = np.random.default_rng(3)  # against scipy on random data, mean over tasks
+    tasks = {f"t{k}": {"full": {
+        "accuracy": {n: float(rng.uniform()) for n in names},
+        "scores": {"s": {n: float(rng.normal()) for n in names}}}} for k in range(3)}
+    got = M.family_spearman(tasks, zoo, n_resamples=50)["vit"]["full"]["s"]["spearman"]
+    want = np.mean([stats.spearmanr([t["full"]["accuracy"][n] for n in names[4:]],
+                                    [t["full"]["scores"]["s"][n] for n in names[4:]]).statistic
+                    for t in tasks.values()])
+    assert got["mean"] == pytest.approx(want) and got["n_tasks"] == 3
+    assert M.family_spearman(tasks, zoo[:4] + [{"id": "b0", "arch": "vit"}]) == {}
+    assert M.family_spearman(tasks, [{"id": n, "arch": "cnn"} for n in names]) == {}

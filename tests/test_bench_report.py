@@ -190,3 +190,23 @@ def test_nan_formatting():
     assert R._fmt_ci(cell, "spearman") == "0.50 [0.25, 0.75] (2/3)"
     assert R._fmt_ci(cell, "top3_gain") == "0.5 [0.2, 0.8] (2/3)"
     assert R._fmt(math.nan) == "n/a"
+
+
+def test_within_architecture_section_when_the_zoo_mixes_families():
+    results = _results()
+    assert "## Within one architecture" not in R.render_markdown(results)  # 3 + 3 members
+    names = [f"m{i}" for i in range(8)]
+    for regimes in results["tasks"].values():
+        for entry in regimes.values():
+            entry["accuracy"] = {m: 0.1 * (i + 1) for i, m in enumerate(names)}
+            entry["scores"] = {"lfc": {m: float(i % 4) for i, m in enumerate(names)}}
+            for key in ("seed_accuracies", "predicted"):
+                entry.pop(key, None)
+            entry["cost"] = {"lfc": 1.0}
+    results["zoo"] = [{"id": m, "arch": "resnet" if i < 4 else "vit"}
+                      for i, m in enumerate(names)]
+    text = R.render_markdown(results)
+    section = text.split("## Within one architecture", 1)[1].split("\n## ", 1)[0]
+    assert "| Selector | Spearman, resnet, 5-shot |" in section
+    assert "Spearman, vit, full |" in section
+    assert "| lfc | 1.00 [1.00, 1.00] |" in section

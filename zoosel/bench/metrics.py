@@ -342,6 +342,44 @@ def aggregate(
     return out
 
 
+def family_spearman(
+    tasks: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    zoo: Sequence[Mapping[str, Any]],
+    *,
+    min_members: int = 4,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """Spearman between each score and fine-tuned accuracy within one architecture.
+
+    A zoo mixing architectures rewards a score for telling the families apart; this
+    measures it among the members of each architecture with at least ``min_members``
+    members, as ``out[arch][regime][scorer]`` (mean and bootstrap CI over tasks, as
+    :func:`aggregate`). Empty when the zoo has a single architecture.
+    """
+    families: dict[str, set[str]] = {}
+    for member in zoo:
+        families.setdefault(str(member.get("arch", "?")), set()).add(str(member.get("id")))
+    families = {a: m for a, m in families.items() if len(m) >= min_members}
+    if len(families) < 2:
+        return {}
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for arch, names in sorted(families.items()):
+        per_task: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+        for task, regimes in tasks.items():
+            for regime, entry in regimes.items():
+                acc = {m: a for m, a in entry["accuracy"].items() if m in names}
+                per_task.setdefault(task, {})[regime] = {
+                    scorer: {"spearman": correlations(acc, {m: v for m, v in score.items()
+                                                            if m in acc})["spearman"]}
+                    for scorer, score in (entry.get("scores") or {}).items()
+                }
+        out[arch] = aggregate(per_task, metrics=("spearman",), n_resamples=n_resamples,
+                              seed=seed, level=level)
+    return out
+
+
 def regime_sort_key(regime: str) -> tuple[int, int, str]:
     """Order regimes as 1-shot < 5-shot < 20-shot < full < anything else (by name)."""
     m = re.fullmatch(r"(\d+)-shot", regime)
@@ -602,6 +640,7 @@ def evaluate_benchmark(
     ablations = set(results.get("ablations") or ())
     checked = {t: {r: e for r, e in regimes.items() if r not in ablations}
                for t, regimes in tasks.items()}
+    out["family_aggregates"] = family_spearman(tasks, out.get("zoo") or [], **kw)
     out["validity"] = validity_checks(checked, generalist, tol=tol)
     out["settings"] = {"n_resamples": n_resamples, "seed": seed, "level": level, "tol": tol}
     return out

@@ -341,6 +341,27 @@ def _prediction_section(res: Mapping[str, Any]) -> list[str]:
     return [*lines, *_table(header, rows), ""]
 
 
+def _family_section(res: Mapping[str, Any]) -> list[str]:
+    fam = res.get("family_aggregates") or {}
+    if not fam:
+        return []
+    regimes = [r for r in _regimes(res) if r in HEADLINE_REGIMES] or _regimes(res)
+    columns = [(a, r) for a in sorted(fam) for r in regimes]
+    rows = [[s, *(_fmt_ci(fam[a].get(r, {}).get(s, {}).get("spearman"), "spearman")
+                  for a, r in columns)] for s in _scorers(res)]
+    header = ["Selector", *(f"Spearman, {a}, {r}" for a, r in columns)]
+    return [
+        "## Within one architecture",
+        "",
+        "The zoo mixes architectures, and a score is rewarded for telling them apart. This "
+        "is Spearman among the members of one architecture only (mean [bootstrap 95% "
+        "interval] over tasks).",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
 def _zoo_section(res: Mapping[str, Any]) -> list[str]:
     zoo = res.get("zoo") or []
     lines: list[str] = []
@@ -387,6 +408,7 @@ def render_markdown(results: Mapping[str, Any], figures: Sequence[str] = (), not
         "## Headline",
         "",
         headline_markdown(res),
+        *_family_section(res),
         "## Metrics per regime",
         "",
         "Mean [bootstrap 95% interval] over tasks. Gains, oracle gain and regret in accuracy "
