@@ -461,3 +461,38 @@ def test_status_says_how_far_each_step_is(tiny: Bench, tmp_path: Path) -> None:
     out = CliRunner().invoke(cli, ["bench", "status", "--tiny", "--dir", str(tmp_path / "no")])
     assert out.exit_code == 0 and "no build in" in out.output
     assert not (tmp_path / "no").exists()
+
+
+def test_verify_redoes_work_and_catches_a_difference(tiny: Bench, tmp_path: Path) -> None:
+    import shutil
+
+    from zoosel.bench.verify import verify
+    from zoosel.cli import bench_commands, cli  # noqa: F401  (registers `bench`)
+
+    checks = verify(tiny, runs=3, members=1, seed=1)
+    assert [c.kind for c in checks] == ["member", "run", "run", "run"]
+    assert all(c.ok for c in checks), [c.detail for c in checks]
+    assert "weights identical" in checks[0].detail
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny.root, copy, ignore=shutil.ignore_patterns("cache", "report"))
+    store = copy / groundtruth.FILE
+    records = [json.loads(line) for line in store.read_text().splitlines()]
+    for r in records:
+        r["test_accuracy"] += 0.125
+    store.write_text("".join(json.dumps(r) + "\n" for r in records))
+    meta_file = copy / "zoo" / "resnet-shapes" / nets.MEMBER_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["weights_sha256"] = "0" * 64
+    meta_file.write_text(json.dumps(meta))
+    args = ["bench", "verify", "--tiny", "--dir", str(copy), "--quiet", "--device", "cpu"]
+    out = CliRunner().invoke(cli, [*args, "--runs", "2", "--member", "resnet-shapes"])
+    assert out.exit_code == 1, out.output
+    lines = out.output.splitlines()
+    assert lines[0].startswith("DIFFERS  member resnet-shapes: weights differ")
+    assert sum(line.startswith("DIFFERS  run") for line in lines) == 2
+    assert "0 of 3 redone pieces of work match." in out.output
+    out = CliRunner().invoke(cli, [*args, "--member", "resnet-nope"])
+    assert out.exit_code == 2 and "no built zoo member resnet-nope" in out.output
+    out = CliRunner().invoke(cli, ["bench", "verify", "--tiny", "--dir", str(tmp_path / "x")])
+    assert out.exit_code == 2 and "no fine-tuning results" in out.output

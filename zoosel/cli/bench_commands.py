@@ -107,6 +107,37 @@ def bench_status(**kwargs: Any) -> None:
         click.echo(f"{step:26s} {done:>5d} / {total:<5d} {mark:10s} {note}".rstrip())
 
 
+@bench_group.command("verify")
+@_bench_options
+@click.option("--runs", default=20, show_default=True,
+              help="Fine-tuning runs to redo, drawn at random from the build.")
+@click.option("--members", default=1, show_default=True,
+              help="Zoo members to retrain, drawn at random.")
+@click.option("--member", "names", multiple=True,
+              help="Retrain this member instead of a random one (repeatable).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random draws.")
+@friendly_errors
+def bench_verify(runs: int, members: int, names: tuple[str, ...], seed: int,
+                 **kwargs: Any) -> None:
+    """Redo a random sample of the build's work and check it gives the same results.
+
+    Exits 1 when anything differs (on the device the work was recorded on, weights and
+    accuracies must be identical)."""
+    from zoosel.bench.verify import verify
+
+    bench = _bench(**kwargs)
+    if not (bench.root / "groundtruth.jsonl").is_file():
+        raise click.UsageError(f"no fine-tuning results in {bench.root}: run `zoosel bench "
+                               "run` first.")
+    checks = verify(bench, runs=runs, members=members, seed=seed, names=names)
+    for c in checks:
+        click.echo(f"{'same' if c.ok else 'DIFFERS':8s} {c.kind:6s} {c.name}: {c.detail}")
+    bad = [c for c in checks if not c.ok]
+    click.echo(f"{len(checks) - len(bad)} of {len(checks)} redone pieces of work match.")
+    if bad:
+        raise SystemExit(1)
+
+
 @bench_group.command("profiles")
 def bench_profiles() -> None:
     """List the built-in profiles and their sizes."""
