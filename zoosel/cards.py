@@ -500,13 +500,12 @@ def plan_upload(card: str | os.PathLike, repo_id: str, *, repo_type: str = "data
         raise UsageError(f"unknown repository type {repo_type!r}: dataset, model or space.")
     files = [md] + [p for p in (md.with_suffix(".json"),) if p.is_file() and p != md]
     prefix = folder.strip("/") + "/" if folder.strip("/") else ""
-    if metadata:
+    try:
         data = _read_card_data(md)
-    else:  # any markdown file may be pushed; only a ranking card's data is looked at
-        try:
-            data = _read_card_data(md)
-        except UsageError:
-            data = {}
+    except UsageError:
+        if metadata:
+            raise
+        data = {}  # any markdown file may be pushed; the summary needs a ranking card
     summary = card_metadata(data, prefix + md.name) if metadata else None
     return UploadPlan(repo_id, repo_type, create_pr, tuple(
         UploadFile(p, prefix + p.name, p.stat().st_size) for p in files), summary,
@@ -570,11 +569,6 @@ class PushResult:
 
     url: str
     outcome: str
-
-    @property
-    def changed(self) -> bool:
-        """Whether this push made a commit."""
-        return self.outcome in ("opened", "committed")
 
 
 def push_card(plan: UploadPlan, *, endpoint: str | None = None,

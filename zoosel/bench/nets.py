@@ -102,8 +102,9 @@ def load(path: str | Path, num_classes: int | None = None) -> torch.nn.Module:
 
 
 def save(model: torch.nn.Module, path: str | Path, arch: Arch, classes: Sequence[str],
-         meta: Mapping[str, Any]) -> Path:
-    """Write ``model`` in Hub layout plus a model card and ``zoo.json`` (``meta``)."""
+         meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``model`` in Hub layout plus a model card and ``zoo.json`` (``meta`` and the
+    weights' SHA-256); returns what ``zoo.json`` holds."""
     from timm.models import save_for_hf
 
     out = Path(path)
@@ -119,7 +120,7 @@ def save(model: torch.nn.Module, path: str | Path, arch: Arch, classes: Sequence
              f"({json.dumps(dict(arch.args))}) trained on {meta.get('source', '?')} "
              f"({meta.get('init', 'scratch')} initialisation).", ""]
     (out / "README.md").write_text("\n".join(lines))
-    return out
+    return meta
 
 
 def weights_digest(path: str | Path) -> str:

@@ -22,7 +22,7 @@ def collect(bench: Bench) -> dict[str, Any]:
 
     from zoosel import __version__
 
-    records = groundtruth.Store(bench.root, bench.digests()).records()
+    records = bench.store().records()
     truth = groundtruth.table(records)
     tasks: dict[str, dict[str, Any]] = {}
     regimes: list[str] = []

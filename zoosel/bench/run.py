@@ -85,6 +85,17 @@ class Bench:
         return {name: nets.member_meta(path).get("weights_sha256")
                 for name, path in self.members().items()}
 
+    def store(self) -> groundtruth.Store:
+        """The fine-tuning results, those of members whose weights changed hidden."""
+        return groundtruth.Store(self.root, self.digests())
+
+    def _zoo_todo(self) -> tuple[list[zoo.Member], list[zoo.Member], list[str]]:
+        """The planned members, those to (re)build, and the names of the out-of-date ones
+        among them."""
+        planned = zoo.plan(self.profile, self.sources)
+        todo = zoo.to_build(self.zoo_dir, self.profile, planned)
+        return planned, todo, [m.name for m in todo if zoo.is_built(self.zoo_dir, m.name)]
+
     def _built_members(self) -> dict[str, Path]:
         members = self.members()
         if not members:
@@ -132,9 +143,7 @@ class Bench:
         for d in self.sources:  # generate the data once, before the workers read it
             self.data.source(d, "train")
             self.data.source(d, "test")
-        planned = zoo.plan(self.profile, self.sources)
-        todo = zoo.to_build(self.zoo_dir, self.profile, planned)
-        stale = [m.name for m in todo if zoo.is_built(self.zoo_dir, m.name)]
+        planned, todo, stale = self._zoo_todo()
         multibn = [m for m in todo if m.init == "multibn"]  # one job trains them all
         jobs = multibn[:1] + [m for m in todo if m.init != "multibn"]
         self.log(f"zoosel bench: {len(planned) - len(todo)} zoo members built, "
@@ -160,7 +169,7 @@ class Bench:
         for task in self.tasks:
             for split in ("pool", "val", "test"):
                 self.data.target(task, split)
-        store = groundtruth.Store(self.root, self.digests())
+        store = self.store()
         for phase in ("learning rates", "noise seeds"):
             done = store.done()
             if phase == "learning rates":
@@ -195,7 +204,7 @@ class Bench:
         if not self.models:
             for d in {*self.sources, None}:
                 self.data.source_folder(d)
-        digests = {name: d for name, d in self.digests().items() if d is not None}
+        digests = self.digests()
         todo = [j for j in self.scoring_jobs()
                 if not selectors.is_current(self._score_path(j), digests)]
         self.log(f"zoosel bench: scoring: {len(todo)} (task, regime) pairs to go on "
@@ -223,17 +232,14 @@ class Bench:
         if self.models:
             zoo_line = ("zoo", len(self.members()), len(self.models), "given by the config")
         else:
-            planned = zoo.plan(self.profile, self.sources)
-            todo = zoo.to_build(self.zoo_dir, self.profile, planned)
-            stale = [m.name for m in todo if zoo.is_built(self.zoo_dir, m.name)]
+            planned, todo, stale = self._zoo_todo()
             zoo_line = ("zoo", len(planned) - len(todo), len(planned),
                         f"out of date: {', '.join(stale)}" if stale else "")
-        members = self.members()
-        store = groundtruth.Store(self.root, self.digests())
+        digests = self.digests()
+        store = groundtruth.Store(self.root, digests)
         done, records = store.done(), store.records()
-        lr = list(groundtruth.lr_runs(self.profile, sorted(members), self.tasks))
+        lr = list(groundtruth.lr_runs(self.profile, sorted(digests), self.tasks))
         noise = list(groundtruth.noise_runs(self.profile, records, self.tasks))
-        digests = {name: d for name, d in self.digests().items() if d is not None}
         jobs = self.scoring_jobs()
         scored = sum(selectors.is_current(self._score_path(j), digests) for j in jobs)
         report = self.root / "report" / "report.md"

@@ -106,9 +106,9 @@ def score(root: Path, profile: Profile, job: Scoring, members: Mapping[str, Path
     }
 
 
-def is_current(path: Path, digests: Mapping[str, str]) -> bool:
+def is_current(path: Path, digests: Mapping[str, str | None]) -> bool:
     """Whether the scoring result at ``path`` exists and was computed on exactly the
-    members of ``digests`` with those weights."""
+    members of ``digests`` with those weights (members without a digest not compared)."""
     if not path.is_file():
         return False
     try:
@@ -117,7 +117,10 @@ def is_current(path: Path, digests: Mapping[str, str]) -> bool:
         return False
     if recorded is None:  # written before digests were recorded
         return True
-    return {k: v for k, v in recorded.items() if v is not None} == dict(digests)
+    def known(d: Mapping[str, str | None]) -> dict[str, str]:
+        return {k: v for k, v in d.items() if v is not None}
+
+    return known(recorded) == known(digests)
 
 
 def _cost(needs: frozenset[Need] | tuple[Need, ...], name: str,

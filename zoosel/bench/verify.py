@@ -92,19 +92,16 @@ def verify(bench: Bench, runs: int = 20, members: int = 1, seed: int = 0,
     torch.set_num_threads(1)  # as the build's workers
     try:
         checks = []
-        if names:
-            known = {m.name: m for m in zoo.plan(bench.profile, bench.sources)}
-            unknown = [n for n in names if n not in known or n not in bench.members()]
-            if bench.models or unknown:
-                raise UsageError(f"no built zoo member {', '.join(unknown or names)} in "
-                                 f"{bench.root}; `zoosel bench status` lists the build.")
+        built = bench.members()
+        unknown = [n for n in names if n not in built]
+        if names and (bench.models or unknown):
+            raise UsageError(f"no built zoo member {', '.join(unknown or names)} in "
+                             f"{bench.root}; `zoosel bench status` lists the build.")
         if not bench.models:
             chosen = ([m for m in zoo.plan(bench.profile, bench.sources) if m.name in names]
                       if names else sample_members(bench, members, seed))
             checks += [check_member(bench, m) for m in chosen]
-        built = bench.members()
-        records = [r for r in groundtruth.Store(bench.root, bench.digests()).records()
-                   if r["member"] in built]
+        records = [r for r in bench.store().records() if r["member"] in built]
         picked = random.Random(seed).sample(records, min(runs, len(records)))
         checks += [check_run(bench, r, built[r["member"]]) for r in picked]
         return checks

@@ -166,7 +166,7 @@ def build_member(root: Path, profile: Profile, member: Member,
     seconds = fit(model, train.images, train.labels, schedule, seed=seed, device=device)
     meta = _meta(member, model, test, seconds, schedule)
     meta["recipe"] = recipe(profile, member, zoo)
-    return nets.member_meta(nets.save(model, zoo / member.name, arch, train.classes, meta))
+    return nets.save(model, zoo / member.name, arch, train.classes, meta)
 
 
 def _build_multibn(root: Path, data: BenchData, device: str = "cpu") -> dict[str, Any]:
@@ -190,6 +190,5 @@ def _build_multibn(root: Path, data: BenchData, device: str = "cpu") -> dict[str
         network = copy.deepcopy(multi.use(d)).eval()
         meta = _meta(member, network, data.source(d, "test"), seconds / len(sources), schedule)
         meta["recipe"] = recipe(profile, member, root / "zoo")
-        metas[d] = nets.member_meta(
-            nets.save(network, root / "zoo" / member.name, arch, parts[d].classes, meta))
+        metas[d] = nets.save(network, root / "zoo" / member.name, arch, parts[d].classes, meta)
     return metas[sources[0]]
