@@ -99,7 +99,9 @@ def test_markdown_has_headline_and_sections(written):
     assert header.index("Spearman, 20-shot") < header.index("Spearman, full")
     rows = head.splitlines()
     assert [r.split(" | ")[0] for r in rows[2:6]] == [f"| {s}" for s in sorted(SELECTORS)]
-    assert rows[6].startswith("| *oracle* |")
+    derived = json.loads((out / "results.json").read_text())["derived_scores"]
+    assert [r.split(" | ")[0] for r in rows[6:6 + len(derived)]] == [f"| {s}" for s in derived]
+    assert rows[6 + len(derived)].startswith("| *oracle* |")
     assert len(rows[2].split(" | ")) == 1 + 3 * 4
     for section in ("## Metrics per regime", "## Per task", "## Validity", "## linft", "## Zoo"):
         assert section in md

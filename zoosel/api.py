@@ -34,7 +34,7 @@ from zoosel.types import (
     Skipped,
 )
 
-DEFAULT_SCORERS = ("lfc", "logme", "leep", "nce")
+DEFAULT_SCORERS = ("consensus", "lfc", "logme", "leep", "nce")  # the first sorts
 SKETCH_DEFAULTS: dict[str, Any] = {"k": 10_000, "layers": (), "head": "random", "seed": 0}
 
 

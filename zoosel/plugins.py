@@ -54,6 +54,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("ncti", "zoosel.scorers.ncti"),
     ("knn", "zoosel.scorers.knn"),
     ("linear_probe", "zoosel.scorers.linear_probe"),
+    ("consensus", "zoosel.scorers.consensus"),
     ("formats", "zoosel.formats"),
     ("ci", "zoosel.ci"),
 )

@@ -380,6 +380,136 @@ def family_spearman(
     return out
 
 
+def margins(
+    per_task: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+    reference: str,
+    *,
+    metrics: Sequence[str] = METRICS,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """Each scorer's margin over ``reference``, paired by task, with a bootstrap CI.
+
+    The margin is oriented so that positive is better than the reference: ``scorer -
+    reference`` for metrics where higher is better, ``reference - scorer`` otherwise.
+    Returns ``out[regime][scorer][metric]`` with the keys of :func:`bootstrap_ci` (the
+    resamples are over tasks, as in :func:`aggregate`); regimes without the reference
+    are left out, and so is the reference itself.
+    """
+    diffs: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for task, regimes in per_task.items():
+        for regime, scorers in regimes.items():
+            ref = scorers.get(reference)
+            if ref is None:
+                continue
+            for scorer, cells in scorers.items():
+                if scorer == reference:
+                    continue
+                sign = {m: 1.0 if HIGHER_IS_BETTER.get(m, True) else -1.0 for m in metrics}
+                diffs.setdefault(task, {}).setdefault(regime, {})[scorer] = {
+                    m: sign[m] * (_num(cells.get(m)) - _num(ref.get(m))) for m in metrics}
+    return aggregate(diffs, metrics=metrics, n_resamples=n_resamples, seed=seed, level=level)
+
+
+def _num(x: Any) -> float:
+    return float(x) if _finite(x) else _NAN
+
+
+def check_static_beaten(
+    margin: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+    aggregates: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+    selectors: Iterable[str],
+    *,
+    metrics: Sequence[str] = ("trials_to_best", "top1_regret"),
+    leaders: int = 3,
+) -> dict[str, Any]:
+    """Validity (5): the leading selectors are clearly better than the dataset-blind
+    ranking, so that the benchmark tells reading the target data from knowing the zoo.
+
+    In every few-shot regime of ``margin`` (see :func:`margins`, against the blind
+    ranking) and for each of ``metrics``, the ``leaders`` selectors of ``selectors`` with
+    the best mean are listed; the regime and metric pass when the best of them beats the
+    blind ranking with a 95% interval of the margin above 0. ``passed`` is None when no
+    few-shot regime has margins.
+    """
+    chosen = set(selectors)
+    per_target: dict[str, dict[str, Any]] = {}
+    for regime in sorted(margin, key=regime_sort_key):
+        if not is_few_shot(regime):
+            continue
+        for metric in metrics:
+            sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+            means = {s: _num(aggregates.get(regime, {}).get(s, {}).get(metric, {}).get("mean"))
+                     for s in margin[regime] if s in chosen}
+            ranked = sorted((s for s in means if math.isfinite(means[s])),
+                            key=lambda s: (-sign * means[s], s))[:leaders]
+            if not ranked:
+                continue
+            cells = {s: margin[regime][s][metric] for s in ranked}
+            best = cells[ranked[0]]
+            per_target[f"{regime}/{metric}"] = {
+                "leaders": ranked,
+                "margins": {s: dict(c) for s, c in cells.items()},
+                "passed": _num(best.get("ci_low")) > 0,
+            }
+    n_pass = sum(bool(v["passed"]) for v in per_target.values())
+    return {
+        "passed": (n_pass == len(per_target)) if per_target else None,
+        "rule": "in every few-shot regime the leading selector beats the dataset-blind "
+                f"ranking on {' and '.join(metrics)} with a 95% interval above 0",
+        "n_targets": len(per_target),
+        "n_pass": n_pass,
+        "per_target": per_target,
+    }
+
+
+def default_verdict(
+    per_task: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+    candidate: str,
+    comparators: Iterable[str],
+    *,
+    regimes: Sequence[str] = ("5-shot", "20-shot"),
+    metrics: Sequence[str] = ("top1_regret", "trials_to_best"),
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Does ``candidate`` beat every one of ``comparators`` on ``metrics`` in ``regimes``?
+
+    ``out["margins"][regime][metric][comparator]`` is the candidate's margin (positive:
+    the candidate is better), paired by task, with a bootstrap CI (:func:`bootstrap_ci`).
+    ``beats_all`` holds when every mean margin is above 0, ``beats_all_clearly`` when
+    every interval is; ``not_beaten`` lists ``regime/metric/comparator`` where the mean
+    margin is not above 0. Regimes without the candidate are left out.
+    """
+    names = sorted(set(comparators) - {candidate})
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for regime in regimes:
+        tasks = [t for t in sorted(per_task) if candidate in per_task[t].get(regime, {})]
+        if not tasks:
+            continue
+        for metric in metrics:
+            sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+            for other in names:
+                diffs = [sign * (_num(per_task[t][regime][candidate].get(metric))
+                                 - _num(per_task[t][regime].get(other, {}).get(metric)))
+                         for t in tasks]
+                out.setdefault(regime, {}).setdefault(metric, {})[other] = bootstrap_ci(
+                    diffs, n_resamples=n_resamples, seed=seed, level=level)
+    cells = [(f"{r}/{m}/{o}", c) for r, per in out.items() for m, row in per.items()
+             for o, c in row.items()]
+    return {
+        "candidate": candidate,
+        "regimes": list(out),
+        "metrics": list(metrics),
+        "margins": out,
+        "beats_all": bool(cells) and all(_num(c["mean"]) > 0 for _, c in cells),
+        "beats_all_clearly": bool(cells) and all(_num(c["ci_low"]) > 0 for _, c in cells),
+        "not_beaten": [k for k, c in cells if not _num(c["mean"]) > 0],
+    }
+
+
 def regime_sort_key(regime: str) -> tuple[int, int, str]:
     """Order regimes as 1-shot < 5-shot < 20-shot < full < anything else (by name)."""
     m = re.fullmatch(r"(\d+)-shot", regime)
@@ -605,9 +735,20 @@ def evaluate_benchmark(
     """
     if not isinstance(results, Mapping) or "tasks" not in results:
         raise UsageError("results need 'tasks' (and 'generalist' for the gains).")
+    from zoosel.bench import baselines, combination
+
     out = copy.deepcopy(dict(results))
     generalist = out.get("generalist") or None
     tasks = out["tasks"]
+    for name in out.pop("derived_scores", None) or ():  # rows of an earlier evaluation
+        for regimes in tasks.values():
+            for entry in regimes.values():
+                (entry.get("scores") or {}).pop(name, None)
+                (entry.get("cost") or {}).pop(name, None)
+    blind = baselines.add_blind_rows(out)
+    fit = combination.add_combination_rows(out, tol=tol)
+    out["combination"] = fit
+    out["derived_scores"] = [*blind, *fit.get("rows", [])]
     per_task: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     per_pred: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for task in sorted(tasks):
@@ -642,5 +783,15 @@ def evaluate_benchmark(
                for t, regimes in tasks.items()}
     out["family_aggregates"] = family_spearman(tasks, out.get("zoo") or [], **kw)
     out["validity"] = validity_checks(checked, generalist, tol=tol)
+    out["margins"] = margins(per_task, baselines.STATIC, **kw)
+    measured = sorted({s for per in out["aggregates"].values() for s in per}
+                      - set(out["derived_scores"]))
+    static = check_static_beaten(out["margins"], out["aggregates"], measured)
+    if static["passed"] is not None:
+        out["validity"]["checks"]["static_baseline_beaten"] = static
+        out["validity"]["passed"] = bool(out["validity"]["passed"] and static["passed"])
+    if fit:
+        fit["verdict"] = default_verdict(
+            per_task, combination.LOTO, [*measured, baselines.STATIC], **kw)
     out["settings"] = {"n_resamples": n_resamples, "seed": seed, "level": level, "tol": tol}
     return out

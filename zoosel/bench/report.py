@@ -168,8 +168,11 @@ def _regimes(results: Mapping[str, Any]) -> list[str]:
 
 
 def _scorers(results: Mapping[str, Any]) -> list[str]:
+    """The measured selectors by name, then the rows the evaluation derived (dataset-blind
+    rankings, the default selector) in the order it added them."""
     names = {s for per in results.get("aggregates", {}).values() for s in per}
-    return sorted(names)
+    derived = [s for s in results.get("derived_scores") or () if s in names]
+    return sorted(names - set(derived)) + derived
 
 
 def _oracle(results: Mapping[str, Any], regime: str) -> Mapping[str, Any] | None:
@@ -214,7 +217,8 @@ def headline_markdown(results: Mapping[str, Any]) -> str:
 def _regime_section(res: Mapping[str, Any], regime: str) -> list[str]:
     agg = res["aggregates"].get(regime, {})
     header = ["Selector", *(LABELS[m] for m in METRICS)]
-    rows = [[s, *(_fmt_ci(agg[s].get(m), m) for m in METRICS)] for s in sorted(agg)]
+    rows = [[s, *(_fmt_ci(agg[s].get(m), m) for m in METRICS)] for s in _scorers(res)
+            if s in agg]
     return [f"### {regime}", "", *_table(header, rows), ""]
 
 
@@ -243,14 +247,15 @@ def _task_section(res: Mapping[str, Any], task: str, regime: str) -> list[str]:
     shown = [m for m in METRICS if m != "oracle_gain"]
     header = ["Selector", *(LABELS[m] for m in shown), "finite / models"]
     rows = []
-    for s in sorted(metrics):
+    for s in [s for s in _scorers(res) if s in metrics]:
         cell = metrics[s]
         n_fin, n_mod = cell.get("n_finite"), cell.get("n_models")
         rows.append([s, *(_fmt(cell.get(m), m) for m in shown), f"{n_fin} / {n_mod}"])
     return [*lines, *_table(header, rows), ""]
 
 
-_CHECK_ORDER = ("best_differs", "spread", "generalist_not_always_best", "noise")
+_CHECK_ORDER = ("best_differs", "spread", "generalist_not_always_best", "noise",
+                "static_baseline_beaten")
 
 
 def _target_key(target: str) -> tuple[str, tuple[int, int, str]]:
@@ -278,6 +283,12 @@ def _validity_section(res: Mapping[str, Any]) -> list[str]:
             f"{_fmt(c.get('median_noise_over_model_std'))}, noise / consecutive gap "
             f"{_fmt(c.get('median_noise_over_gap'))}"
         ),
+        "static_baseline_beaten": lambda c: "; ".join(
+            f"{t[0]} {LABELS[t[1]]}: `{v['leaders'][0]}` better by "
+            f"{_fmt_ci(v['margins'][v['leaders'][0]], t[1])}"
+            for t, v in sorted(((tuple(k.rsplit("/", 1)), v) for k, v in
+                                c["per_target"].items()),
+                               key=lambda kv: (regime_sort_key(kv[0][0]), kv[0][1]))),
     }
     order = [n for n in _CHECK_ORDER if n in checks] + sorted(set(checks) - set(_CHECK_ORDER))
     rows = []
@@ -362,6 +373,106 @@ def _family_section(res: Mapping[str, Any]) -> list[str]:
     ]
 
 
+MARGIN_METRICS: tuple[str, ...] = (
+    "spearman", "kendall", "weighted_tau", "top1_gain", "top3_gain", "top1_regret",
+    "trials_to_best",
+)
+
+
+def _margin_section(res: Mapping[str, Any]) -> list[str]:
+    margin = res.get("margins") or {}
+    if not margin:
+        return []
+    regimes = [r for r in _regimes(res) if r in margin and r in HEADLINE_REGIMES] or [
+        r for r in _regimes(res) if r in margin]
+    lines = [
+        "### Margin over the dataset-blind ranking",
+        "",
+        "Each selector's metric minus that of `blind:static` (for regret and trials to "
+        "best, `blind:static`'s minus the selector's), so that **positive is better than "
+        "the ranking that never looks at the target**; mean [bootstrap 95% interval] over "
+        "tasks, resampled in pairs.",
+        "",
+    ]
+    header = ["Selector", *(LABELS[m] for m in MARGIN_METRICS)]
+    for regime in regimes:
+        rows = [[s, *(_fmt_ci(margin[regime][s].get(m), m) for m in MARGIN_METRICS)]
+                for s in _scorers(res) if s in margin[regime]]
+        lines += [f"#### {regime}", "", *_table(header, rows), ""]
+    return lines
+
+
+def _combination_section(res: Mapping[str, Any]) -> list[str]:
+    fit = res.get("combination") or {}
+    if not fit:
+        return []
+    lines = [
+        "### The default selector, chosen by leave-one-target-out cross-validation",
+        "",
+        f"Search space: each single score of {', '.join(f'`{p}`' for p in fit['pool'])}, "
+        f"and every combination of 2 to {fit['max_size']} of them, each standardised over "
+        f"the zoo by {' or '.join(fit['methods'])} (z-score or rank position) and averaged "
+        f"({fit['n_candidates']} candidates). Objective: {fit['objective']} "
+        f"({', '.join(fit['regimes'])}). For each held-out task the candidate is chosen on "
+        "the other tasks only and then ranks the held-out task: row `loto:consensus`. Row "
+        "`loto:single` is the same protocol restricted to single scores. Row `consensus` is "
+        "the candidate fitted on every task, shipped as `zoosel select`'s default sort: "
+        "on this benchmark it is **in-sample**, so `loto:consensus` is the estimate to "
+        "trust.",
+        "",
+        f"Fit on every task: `{fit['fit_all']}` (single score: `{fit['single_fit_all']}`); "
+        f"shipped default (`zoosel.scorers.consensus`): `{fit['shipped']}`"
+        + ("" if fit.get("shipped_matches_fit") else
+           " -- **differs from the fit: update the shipped constants**") + ".",
+        "",
+        *_table(["Held-out task", "Combination chosen on the others", "Single score chosen"],
+                [[t, f"`{fit['picks'][t]}`", f"`{fit['single_picks'][t]}`"]
+                 for t in sorted(fit["picks"])]),
+        "",
+    ]
+    verdict = fit.get("verdict") or {}
+    if verdict.get("margins"):
+        cols = [(r, m) for r in verdict["regimes"] for m in verdict["metrics"]]
+        others = sorted({o for per in verdict["margins"].values() for row in per.values()
+                         for o in row})
+        rows = [[o, *(_fmt_ci(verdict["margins"][r][m].get(o), m) for r, m in cols)]
+                for o in others]
+        beaten = verdict.get("not_beaten") or []
+        lines += [
+            f"Does `{verdict['candidate']}` beat every single score and the dataset-blind "
+            "ranking on top-1 regret and trials to best? Its margin over each (positive: "
+            "`loto:consensus` is better; paired bootstrap over tasks):",
+            "",
+            *_table(["Compared with", *(f"{LABELS[m]}, {r}" for r, m in cols)], rows),
+            "",
+            f"Beats every one on the mean: **{'yes' if verdict['beats_all'] else 'no'}**; "
+            f"with every interval above 0: "
+            f"**{'yes' if verdict['beats_all_clearly'] else 'no'}**."
+            + (f" Not beaten on the mean: {', '.join(beaten)}." if beaten else ""),
+            "",
+        ]
+    return lines
+
+
+def blind_markdown(results: Mapping[str, Any]) -> str:
+    """The section on dataset-blind rankings and the default selector (markdown)."""
+    res = _evaluated(results)
+    lines = [
+        "## Dataset-blind baselines and the default selector",
+        "",
+        "Rows `blind:*` never look at the target data: `blind:static` ranks each member by "
+        "its mean fine-tuned accuracy on the OTHER tasks in the same regime (leave one "
+        "target out), `blind:source_acc` by its accuracy on its own source domain, "
+        "`blind:params` by its parameter count. A zoo has a quality order of its own, so "
+        "a score's Spearman says little until it beats `blind:static`; trials to best and "
+        "top-1 regret say whether it finds the best member of this target.",
+        "",
+        *_margin_section(res),
+        *_combination_section(res),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def _zoo_section(res: Mapping[str, Any]) -> list[str]:
     zoo = res.get("zoo") or []
     lines: list[str] = []
@@ -408,6 +519,7 @@ def render_markdown(results: Mapping[str, Any], figures: Sequence[str] = (), not
         "## Headline",
         "",
         headline_markdown(res),
+        blind_markdown(res),
         *_family_section(res),
         "## Metrics per regime",
         "",

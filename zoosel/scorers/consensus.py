@@ -1,0 +1,152 @@
+"""``consensus``: zoosel's default ranking, the mean standardised value of a few
+complementary feature-only scores over the pool of candidates.
+
+Definition. For each component score s (:data:`COMPONENTS`) and each candidate m of the
+pool, the component is standardised over the candidates that have a finite value::
+
+    z_s(m) = (s(m) - mean_pool(s)) / std_pool(s)        (population std; 0 if std is 0)
+
+and ``consensus(m)`` is the mean of ``z_s(m)`` over the components m has. With
+:data:`METHOD` ``"rank"`` the standardisation is the rank position in [0, 1] instead
+(0 the worst candidate, 1 the best, ties averaged). Higher is better; the value is
+pool-relative (it says where a model stands among these candidates).
+
+Which components and which standardisation were chosen by the benchmark, not by hand:
+``zoosel bench report`` searches every combination of one to three cheap feature-only
+scores with either standardisation and keeps the one with the lowest mean top-1 regret +
+trials to best over the benchmark's targets; it reports that search with
+leave-one-target-out cross-validation (each held-out target is ranked by the combination
+chosen on the other targets), which is the honest estimate of what to expect on new data
+(``zoosel.bench.combination``). The constants below are the fit on every target of the
+committed benchmark (``benchmarks/results/selection``).
+
+Cost: one feature extraction and the three components' own time (no gradients, no
+source head).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from zoosel.errors import ScoringError, UsageError
+from zoosel.hookspecs import hookimpl
+from zoosel.types import Need, ScoreInputs, Scorer
+
+NAME = "consensus"
+COMPONENTS: tuple[str, ...] = ("sfda", "logme", "hscore_reg")
+"""The component scores (fitted on the committed benchmark, see the module docstring)."""
+METHOD = "z"
+"""How each component is standardised over the pool: ``z`` (z-score) or ``rank``."""
+METHODS: tuple[str, ...] = ("z", "rank")
+
+
+def _finite(values: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items()
+            if v is not None and math.isfinite(float(v))}
+
+
+def rank_positions(values: Mapping[str, float]) -> dict[str, float]:
+    """Positions in [0, 1] of the finite values (0 the lowest, 1 the highest, ties averaged;
+    a single value gets 1)."""
+    from scipy.stats import rankdata
+
+    kept = _finite(values)
+    if len(kept) == 1:
+        return dict.fromkeys(kept, 1.0)
+    names = list(kept)
+    ranks = rankdata([kept[n] for n in names])  # 1..n, ties averaged
+    return {n: float((r - 1) / (len(names) - 1)) for n, r in zip(names, ranks, strict=True)}
+
+
+def z_scores(values: Mapping[str, float]) -> dict[str, float]:
+    """Z-scores of the finite values over themselves (population std; all 0 when the
+    values are equal)."""
+    kept = _finite(values)
+    if not kept:
+        return {}
+    x = np.array(list(kept.values()), dtype=np.float64)
+    std = float(x.std())
+    if std == 0.0 or not math.isfinite(std):
+        return dict.fromkeys(kept, 0.0)
+    mean = float(x.mean())
+    return {n: (v - mean) / std for n, v in kept.items()}
+
+
+def standardise(values: Mapping[str, float], method: str) -> dict[str, float]:
+    """One component over the pool, by ``method`` (``z`` or ``rank``)."""
+    if method == "z":
+        return z_scores(values)
+    if method == "rank":
+        return rank_positions(values)
+    raise UsageError(f"unknown standardisation {method!r}; known: {', '.join(METHODS)}.")
+
+
+def combine(pool: Mapping[str, Mapping[str, float]], method: str = METHOD,
+            components: tuple[str, ...] | None = None) -> dict[str, float]:
+    """``{candidate: mean standardised component}`` for ``{candidate: {component: value}}``.
+
+    ``components`` limits the components used (default: every one present). A candidate
+    missing a component (or with a non-finite value) is averaged over the others; one with
+    none is left out.
+    """
+    names = sorted({c for parts in pool.values() for c in parts}
+                   if components is None else set(components))
+    sums = dict.fromkeys(pool, 0.0)
+    counts = dict.fromkeys(pool, 0)
+    for name in names:
+        column = {m: parts[name] for m, parts in pool.items() if name in parts}
+        for m, value in standardise(column, method).items():
+            sums[m] += value
+            counts[m] += 1
+    return {m: sums[m] / counts[m] for m in pool if counts[m]}
+
+
+def components(inputs: ScoreInputs) -> dict[str, float]:
+    """The value of every component score on one candidate's features."""
+    from zoosel.api import list_scorers
+
+    available = list_scorers()
+    values: dict[str, float] = {}
+    problems: list[str] = []
+    for name in COMPONENTS:
+        scorer = available.get(name)
+        if scorer is None:
+            problems.append(f"{name}: not registered")
+            continue
+        try:
+            value = float(scorer.fn(inputs))  # type: ignore[arg-type]
+        except ScoringError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        if math.isfinite(value):
+            values[name] = value
+        else:
+            problems.append(f"{name}: not finite")
+    if not values:
+        raise ScoringError(f"{NAME}: no component score could be computed "
+                           f"({'; '.join(problems)}).")
+    return values
+
+
+def aggregate(pool: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The pool step of :data:`NAME` (see :func:`combine`)."""
+    return combine(pool, METHOD, COMPONENTS)
+
+
+@hookimpl
+def register_scorers(register: Callable[[Scorer], None]) -> None:
+    """Register ``consensus``."""
+    register(Scorer(
+        name=NAME,
+        fn=components,
+        needs=frozenset({Need.FEATURES}),
+        summary=f"zoosel's default: mean {'z-score' if METHOD == 'z' else 'rank position'} "
+                f"over the candidates of {', '.join(COMPONENTS)} (chosen on the benchmark "
+                "by leave-one-target-out cross-validation).",
+        reference="zoosel benchmark (benchmarks/results/selection/report.md)",
+        cost="one extraction + the components' own time",
+        pool_normalize=aggregate,
+    ))
