@@ -89,7 +89,27 @@ def _step(name: str, doc: str) -> None:
 _step("zoo", "Train the zoo (source domains, generalist, Multi-BN).")
 _step("finetune", "Fine-tune every zoo member on every target: the ground truth.")
 _step("score", "Score the zoo on every target with every selector.")
-_step("report", "Compute the metrics and write report.md, results.json and plots.")
+
+
+@bench_group.command("report")
+@_bench_options
+@click.option("--from-results", "results_file", type=click.Path(dir_okay=False, exists=True),
+              help="Report again from a written results.json (no build needed), into "
+                   "--out or that file's folder.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder of the report (default: DIR/report, or that of --from-results).")
+@friendly_errors
+def bench_report(results_file: str | None, out: str | None, **kwargs: Any) -> None:
+    """Compute the metrics and write report.md, results.json and plots."""
+    if results_file:
+        from zoosel.bench.report import rewrite_report
+
+        paths = rewrite_report(Path(results_file), Path(out) if out else None)
+    else:
+        bench = _bench(**kwargs)
+        bench.check_config()
+        paths = bench.report(Path(out) if out else None)
+    click.echo(f"report: {paths['report.md']}")
 
 
 @bench_group.command("status")
