@@ -210,7 +210,7 @@ def test_workflow_commands_pass_and_fail(ci):
     text = summary.read_text()  # appended to, run after run, as GitHub expects
     assert text.count("## zoosel recommend") >= 5
     assert "## zoosel recommend: FAIL" in text and "## zoosel recommend: PASS" in text
-    assert f"`{best}`" in text and "| rank | candidate | lfc |" in text
+    assert f"`{best}`" in text and "| rank | candidate | consensus | lfc |" in text
 
 
 def test_rerun_on_a_fresh_checkout_runs_no_model(ci, example, monkeypatch):
@@ -235,6 +235,8 @@ def _recommend(ci, *args: str, code: int, **env: str):
     base = ["recommend", "--dataset", ci["env"]["ZOOSEL_DATASET"], "--local-dir",
             ci["env"]["ZOOSEL_ZOO"], "--cache-dir", ci["env"]["ZOOSEL_CACHE_DIR"],
             "--per-class", PER_CLASS, "-q"]
+    if "--score" not in args:  # the workflow's score (the default sort is consensus)
+        base += ["--score", "lfc"]
     result = CliRunner().invoke(cli, [*base, *args], catch_exceptions=False,
                                 env={"GITHUB_STEP_SUMMARY": None, **env})
     assert result.exit_code == code, result.output

@@ -60,7 +60,7 @@ def test_mission_command_ranks_every_listed_model(published, hub):
     ranked = {r["candidate"].split("@")[0]: r for r in ranking["ranking"]}
     assert set(ranked) == {f"hf:{repo}" for repo in published}
     for row in ranked.values():
-        assert set(row["scores"]) == {"lfc", "logme", "leep", "nce"}
+        assert set(row["scores"]) == {"consensus", "lfc", "logme", "leep", "nce"}
         assert all(math.isfinite(v) for v in row["scores"].values())
     (skipped,) = ranking["skipped"]
     assert skipped["ref"] == "zoo/sk-classifier" and "'sklearn' is not supported" in \

@@ -64,10 +64,11 @@ def test_ranks_timm_and_transformers_folders_and_json_matches(zoo, data, tmp_pat
     ranking = json.loads(out.read_text())
     assert ranking["dataset"]["num_classes"] == 3 and ranking["dataset"]["num_samples"] == 15
     assert len(ranking["ranking"]) == 3 and not ranking["failed"]
-    primary = [r["scores"]["lfc"] for r in ranking["ranking"]]
+    assert ranking["primary"] == "consensus"  # the default sort
+    primary = [r["scores"]["consensus"] for r in ranking["ranking"]]
     assert primary == sorted(primary, reverse=True)
     for row in ranking["ranking"]:
-        assert set(row["scores"]) == {"lfc", "logme", "leep", "nce"}
+        assert set(row["scores"]) == {"consensus", "lfc", "logme", "leep", "nce"}
         assert all(math.isfinite(v) for v in row["scores"].values())
         assert row["num_params"] > 1000
 
