@@ -65,6 +65,9 @@ def _notes(ranking: Ranking) -> list[str]:
     lines += [f"failed  {r.candidate}: {r.error}" for r in ranking.failed]
     lines += [f"skipped {s.id}: {s.reason}" for s in ranking.skipped]
     if ranking.best is not None:
+        from zoosel.agreement import notes
+
+        lines += notes(ranking)
         lines.append(f"recommended: {ranking.best.candidate}")
     return lines
 

@@ -300,6 +300,8 @@ class Ranking:
         return iter(self.results)
 
     def to_dict(self) -> dict[str, Any]:
+        from zoosel.agreement import summarize
+
         return {
             "dataset": asdict(self.dataset),
             "scorers": self.scorers,
@@ -310,4 +312,5 @@ class Ranking:
             "skipped": [asdict(s) for s in self.skipped],
             "seconds": self.seconds,
             "timings": self.timings,
+            "agreement": summarize(self),
         }
