@@ -305,3 +305,21 @@ def test_report_again_from_results_json(tmp_path):
     bad.write_text("[]")
     result = CliRunner().invoke(cli, ["bench", "report", "--from-results", str(bad)])
     assert result.exit_code != 0 and "no 'tasks'" in result.output
+
+
+def test_committed_benchmark_fit_is_the_shipped_default():
+    """The committed report was written with this code, and its fit on every task is the
+    default zoosel ships (rerun `zoosel bench report --from-results` when either moves)."""
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks/results/selection/results.json"
+    committed = json.loads(path.read_text())
+    settings = committed["settings"]
+    again = R._jsonable(M.evaluate_benchmark(committed, n_resamples=settings["n_resamples"],
+                                             seed=settings["seed"], tol=settings["tol"]))
+    assert again["combination"] == committed["combination"]
+    assert again["derived_scores"] == committed["derived_scores"]
+    fit = committed["combination"]
+    assert fit["fit_all"] == fit["shipped"] == C.Combination(
+        consensus.METHOD, consensus.COMPONENTS).label
+    assert again["aggregates"]["5-shot"][C.LOTO] == committed["aggregates"]["5-shot"][C.LOTO]
