@@ -227,7 +227,7 @@ def test_a_profile_without_named_sources_uses_every_shipped_domain(tmp_path: Pat
     assert len(data.source_names()) >= 8
 
 
-@pytest.mark.parametrize("name", ["tiny", "standard", "full"])
+@pytest.mark.parametrize("name", ["tiny", "standard", "full", "diverse"])
 def test_every_profile_is_complete(name: str) -> None:
     profile = get_profile(name)
     assert set(profile.epochs) == set(profile.regimes)

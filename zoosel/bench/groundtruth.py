@@ -52,13 +52,29 @@ def finetune(root: Path, profile: Profile, run: Run, member_dir: Path,
     val, test = data.target(run.task, "val"), data.target(run.task, "test")
     torch.manual_seed(run.seed)
     model = nets.load(member_dir, num_classes=len(pool.classes))
-    schedule = Schedule(profile.epochs[run.regime], run.lr, batch_size=profile.batch_size)
+    meta = nets.member_meta(member_dir)
+    schedule = finetune_schedule(profile, run, meta.get("arch"))
     seconds = fit(model, train.images, train.labels, schedule, seed=run.seed, device=device)
-    return {**asdict(run), "member_sha256": nets.member_meta(member_dir).get("weights_sha256"),
-            "val_accuracy": accuracy(model, val.images, val.labels),
-            "test_accuracy": accuracy(model, test.images, test.labels),
-            "seconds": seconds, "train_images": int(len(train.labels)), "device": device,
-            "epochs": schedule.epochs}
+    record = {**asdict(run), "member_sha256": meta.get("weights_sha256"),
+              "val_accuracy": accuracy(model, val.images, val.labels),
+              "test_accuracy": accuracy(model, test.images, test.labels),
+              "seconds": seconds, "train_images": int(len(train.labels)), "device": device,
+              "epochs": schedule.epochs}
+    if profile.finetune_recipes:
+        record["optimizer"], record["applied_lr"] = schedule.optimizer, schedule.lr
+    return record
+
+
+def finetune_schedule(profile: Profile, run: Run, arch: str | None) -> Schedule:
+    """The fine-tuning schedule of ``run``: the paper's SGD protocol, or, when the profile
+    asks for it, the recipe of the member's architecture (``run.lr`` is then the grid
+    value, scaled by the recipe's factor)."""
+    if not profile.finetune_recipes or arch is None:
+        return Schedule(profile.epochs[run.regime], run.lr, batch_size=profile.batch_size)
+    how = nets.get_arch(arch).finetune
+    return Schedule(profile.epochs[run.regime], run.lr * how.lr_factor,
+                    batch_size=profile.batch_size, optimizer=how.optimizer,
+                    weight_decay=how.weight_decay, decay=how.decay, warmup=how.warmup)
 
 
 class Store:

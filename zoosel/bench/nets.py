@@ -40,6 +40,25 @@ class SourceRecipe:
 
 
 @dataclass(frozen=True)
+class FinetuneRecipe:
+    """How an architecture is fine-tuned when the profile gives each its own recipe
+    (``Profile.finetune_recipes``); otherwise every member gets the paper's SGD."""
+
+    optimizer: str = "sgd"
+    lr_factor: float = 1.0
+    """Factor on each learning rate of the profile's grid."""
+    weight_decay: float = 1e-4
+    decay: str = "step"
+    warmup: float = 0.0
+
+
+# AdamW at a tenth of the SGD grid (1e-3 to 1e-4), decoupled weight decay, warm-up and
+# cosine decay: the usual fine-tuning of networks without batch norm, which SGD at the
+# paper's rates leaves far behind the ResNets.
+ADAMW_FINETUNE = FinetuneRecipe("adamw", 0.1, 0.05, decay="cosine", warmup=0.1)
+
+
+@dataclass(frozen=True)
 class Arch:
     """A small timm architecture: registry name plus the arguments that shrink it."""
 
@@ -49,6 +68,8 @@ class Arch:
     kind: str = "cnn"
     source: SourceRecipe = field(default_factory=SourceRecipe)
     """How its source training differs from the profile's (SGD) one."""
+    finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)
+    """Its fine-tuning recipe, used when the profile asks for per-architecture recipes."""
 
 
 ARCHS: dict[str, Arch] = {
@@ -63,7 +84,17 @@ ARCHS: dict[str, Arch] = {
                                            "kernel_sizes": 3, "ls_init_value": 1.0},
              kind="convnext",
              source=SourceRecipe("adamw", 0.02, 0.05, epochs_factor=3, decay="cosine",
-                                 warmup=0.05)),
+                                 warmup=0.05),
+             finetune=ADAMW_FINETUNE),
+        # A third family: a 4-block ViT on 4x4 patches (64 tokens at 32 px, about the
+        # ResNet's parameter count), trained like the ConvNeXt.
+        Arch("vit", "vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4,
+                                             "embed_dim": 96, "depth": 4, "num_heads": 3,
+                                             "mlp_ratio": 2.0},
+             kind="vit",
+             source=SourceRecipe("adamw", 0.02, 0.05, epochs_factor=3, decay="cosine",
+                                 warmup=0.05),
+             finetune=ADAMW_FINETUNE),
     )
 }
 

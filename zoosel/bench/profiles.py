@@ -2,7 +2,9 @@
 
 ``standard`` is the benchmark whose results are committed under ``benchmarks/``;
 ``full`` is the larger build (at most a few hours on a 2-core CPU); ``tiny`` runs every
-step in a couple of minutes and is what the tests use.
+step in a couple of minutes and is what the tests use; ``diverse`` adds a third
+architecture family (a small ViT) and fine-tunes each family with its own recipe (not
+built yet: its size is the standard build's plus 8 ViT members).
 """
 
 from __future__ import annotations
@@ -62,10 +64,16 @@ class Profile:
     scorers: tuple[str, ...] = ("all",)
     bootstrap: int = 2000
     workers: int = 2
+    finetune_recipes: bool = False
+    """Fine-tune each architecture with its own recipe (``nets.Arch.finetune``: AdamW for
+    ConvNeXt and ViT) instead of the paper's SGD for every member."""
 
     def key(self) -> dict[str, Any]:
         """Everything that changes the results, as JSON."""
-        return json.loads(json.dumps(asdict(self)))
+        key = json.loads(json.dumps(asdict(self)))
+        if not self.finetune_recipes:  # builds made before the option keep their key
+            del key["finetune_recipes"]
+        return key
 
 
 PROFILES: dict[str, Profile] = {
@@ -87,6 +95,11 @@ PROFILES: dict[str, Profile] = {
         epochs={"5-shot": 30, "10-shot": 30, "20-shot": 25, "full": 15},
         generalist_archs=("resnet", "convnext"), noise_targets=4,
     ),
+    # Three families, each fine-tuned with its own recipe, so that no family wins by the
+    # protocol alone: 8 ResNet, 8 ConvNeXt and 8 ViT members from scratch, the ResNet
+    # generalist and its 8 variants, 8 Multi-BN members (41).
+    "diverse": Profile(name="diverse", archs=("resnet", "convnext", "vit"),
+                       finetune_recipes=True),
 }
 
 

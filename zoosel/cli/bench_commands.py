@@ -15,7 +15,7 @@ _bench_options = option_group([
                  type=click.Path(file_okay=False),
                  help="Folder of the build (data, zoo, ground truth, scores, report)."),
     click.option("--profile", default=None,
-                 help="tiny, standard (default) or full; see `zoosel bench profiles`."),
+                 help="tiny, standard (default), full or diverse; see `zoosel bench profiles`."),
     click.option("--tiny", is_flag=True, help="Shorthand for --profile tiny."),
     click.option("--config", type=click.Path(dir_okay=False),
                  help="JSON config: profile overrides, `models` (a zoo of your own, "
