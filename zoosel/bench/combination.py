@@ -26,7 +26,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zoosel.bench.metrics import expected_best_of_top_k, expected_trials_to_best
+from zoosel.bench.metrics import (
+    expected_best_of_top_k,
+    expected_trials_to_best,
+    regime_sort_key,
+)
 from zoosel.scorers import consensus
 
 POOL: tuple[str, ...] = (
@@ -143,7 +147,8 @@ def add_combination_rows(results: dict[str, Any], tol: float = 0.0) -> dict[str,
     otherwise returns ``{}`` and adds nothing."""
     tasks = results["tasks"]
     ablations = set(results.get("ablations") or ())
-    regimes = sorted({r for t in tasks.values() for r in t if r not in ablations})
+    regimes = sorted({r for t in tasks.values() for r in t if r not in ablations},
+                     key=regime_sort_key)
     available = [n for n in POOL
                  if all(n in (e.get("scores") or {}) for t in tasks.values() for e in t.values())]
     if len(tasks) < 3 or not available:
