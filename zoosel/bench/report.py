@@ -411,7 +411,7 @@ def _combination_section(res: Mapping[str, Any]) -> list[str]:
         "",
         f"Search space: each single score of {', '.join(f'`{p}`' for p in fit['pool'])}, "
         f"and every combination of 2 to {fit['max_size']} of them, each standardised over "
-        f"the zoo by {' or '.join(fit['methods'])} (z-score or rank position) and averaged "
+        f"the zoo ({' or '.join(fit['methods'])}: z-score or rank position) and averaged "
         f"({fit['n_candidates']} candidates). Objective: {fit['objective']} "
         f"({', '.join(fit['regimes'])}). For each held-out task the candidate is chosen on "
         "the other tasks only and then ranks the held-out task: row `loto:consensus`. Row "
