@@ -43,10 +43,11 @@ def test_agreement_in_json_and_table():
     data = json.loads(render_json(ranking))
     assert data["agreement"]["flagged"] == ["a", "c"] and data["agreement"]["top1_votes"] == 1
     table = render_table(ranking)
-    assert "agreement: 1 of 2 other scores (x, y) also rank the recommended model first" in table
-    assert "scores disagree on a: main puts it at 1.00, y at 0.00" in table
-    assert "scores disagree on c: y puts it at 0.67, x at 0.00" in table
-    assert "scores disagree on b" not in table
+    assert "agreement: 1 of 2 other scores (x, y) also rank the recommended model first; " \
+        "scores disagree strongly" in table
+    assert "disagree a: main 1.00, y 0.00\n" in table
+    assert "disagree c: y 0.67, x 0.00\n" in table
+    assert "disagree b" not in table and "disagree d" not in table
 
 
 def test_a_single_score_gives_no_agreement_lines():

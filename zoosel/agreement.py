@@ -63,10 +63,13 @@ def notes(ranking: Ranking) -> list[str]:
         return []
     lines = [f"agreement: {info['top1_votes']} of {len(info['other_scores'])} other scores "
              f"({', '.join(info['other_scores'])}) also rank the recommended model first"]
+    if info["flagged"]:
+        lines[0] += ("; scores disagree strongly on the candidates below (position among "
+                     "the candidates: 0 the worst, 1 the best)")
     where = positions(ranking)
     for candidate in info["flagged"]:
         placed = {s: where[s][candidate] for s in where if candidate in where[s]}
         high, low = max(placed, key=placed.get), min(placed, key=placed.get)
-        lines.append(f"scores disagree on {candidate}: {high} puts it at {placed[high]:.2f}, "
-                     f"{low} at {placed[low]:.2f} (0 the worst candidate, 1 the best)")
+        lines.append(f"disagree {candidate}: {high} {placed[high]:.2f}, {low} "
+                     f"{placed[low]:.2f}")
     return lines
