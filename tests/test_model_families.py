@@ -160,7 +160,7 @@ def _headless_reference(path: Path, class_name: str, kind: str, images) -> torch
         if kind == "vision_pooler":
             return model.vision_model(**inputs).pooler_output
         if kind == "mae_unmasked_cls":  # no patch masked, patches in their own order
-            noise = torch.arange(model.embeddings.num_patches, dtype=torch.float)
+            noise = torch.arange(model.embeddings.patch_embeddings.num_patches, dtype=torch.float)
             out = model(**inputs, noise=noise.expand(len(images), -1))
             return out.last_hidden_state[:, 0]
         out = model(**inputs)

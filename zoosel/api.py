@@ -134,7 +134,7 @@ def list_request(
     hub_author: str | None = None,
     hub_limit: int | None = None,
     hub_sort: str | None = None,
-    pipeline_tag: str | None = None,
+    pipeline_tag: str | Sequence[str] | None = None,
     library: str | None = None,
     licenses: Sequence[str] = (),
     min_params: int | str | None = None,
@@ -159,6 +159,8 @@ def list_request(
                          f"({max_params}); nothing could match.")
     if listing_ttl is not None and listing_ttl < 0:
         raise UsageError("--listing-ttl must be 0 (no listing cache) or a number of seconds.")
+    if pipeline_tag is not None and not isinstance(pipeline_tag, str):
+        pipeline_tag = ",".join(pipeline_tag) or None
     return ListRequest(
         hub_filter=tuple(hub_filter), hub_search=hub_search, hub_author=hub_author,
         hub_limit=hub_limit, hub_sort=hub_sort, hub_pipeline_tag=pipeline_tag,
@@ -204,7 +206,7 @@ def rank(
     hub_author: str | None = None,
     hub_limit: int | None = None,
     hub_sort: str | None = None,
-    pipeline_tag: str | None = None,
+    pipeline_tag: str | Sequence[str] | None = None,
     library: str | None = None,
     licenses: Sequence[str] = (),
     min_params: int | str | None = None,

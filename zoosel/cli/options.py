@@ -85,9 +85,10 @@ candidate_options = option_group([
     click.option("--hub-author", help="List Hub models of this user or organisation."),
     click.option("--hub-limit", type=int, help="List at most this many Hub models."),
     click.option("--hub-sort", type=click.Choice(SORT_KEYS), help="Order of the Hub listing."),
-    click.option("--pipeline-tag",
+    click.option("--pipeline-tag", multiple=True,
                  help="Keep Hub models whose pipeline tag is exactly this (a --hub-filter tag "
-                      "also matches custom tags)."),
+                      "also matches custom tags). Repeatable: any, e.g. image-classification "
+                      "and image-feature-extraction."),
     click.option("--library", type=click.Choice(SUPPORTED_LIBRARIES),
                  help="Keep Hub models of this library."),
     click.option("--license", "licenses", multiple=True,
