@@ -3,6 +3,8 @@ cases, each answered before the dataset is loaded, with what to do."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from click.testing import CliRunner
 
@@ -93,3 +95,29 @@ def test_list_command_says_why_it_found_nothing(tmp_path):
     assert result.exit_code == 0
     assert "0 candidates" in result.output and "no checkpoint sub-folders" in result.output
 
+
+
+@pytest.mark.parametrize("command", ["select", "list", "recommend"])
+def test_help_lists_options_in_sections(command):
+    from zoosel.ci import recommend_cmd
+
+    cli.add_command(recommend_cmd)
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    headings = [line[:-1] for line in lines if line.endswith(":") and not line.startswith(" ")]
+    assert "Options" not in headings and headings[-1] == "Other options"
+    command_obj = cli.get_command(None, command)
+    untitled = [p.name for p in command_obj.params if not getattr(p, "help_section", None)]
+    if command != "recommend":  # its own policy options stay under "Other options"
+        assert untitled == []  # only --help (added by click) is left to "Other options"
+    for param in command_obj.params:  # every option is shown exactly once
+        name = max(param.opts, key=len)
+        shown = [line for line in lines
+                 if re.match(rf" {{2}}(-\w, )?{re.escape(name)}( |$)", line)]
+        assert len(shown) == 1, name
+    if command == "select":
+        assert headings == ["Dataset", "Candidates", "Hub listing", "Scoring", "Output",
+                            "Device and batching", "Cache, resume and safety",
+                            "Gradient sketches and source data", "Ranking card",
+                            "Other options"]
