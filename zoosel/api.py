@@ -514,8 +514,10 @@ def check_dataset_argument(dataset: str) -> None:
                 f"{path / '<class name>' / images[0]}, and so on."
             )
         return
-    if path.exists() or dataset.startswith(("/", "./", "../", "~")):
-        return  # an existing file, or a missing path the loader reports
+    if path.exists():
+        return
+    if dataset.startswith(("/", "./", "../", "~")) or path.suffix == ".parquet":
+        raise DatasetNotFoundError(f"dataset path {dataset!r} does not exist.")
     parent = path.parent if str(path.parent) not in ("", ".") else Path(".")
     if parent != Path(".") and not parent.is_dir():
         return  # OWNER/NAME with no local folder OWNER: a Hub dataset id

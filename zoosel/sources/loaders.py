@@ -134,7 +134,7 @@ def load_timm(name: str, settings: LoadSettings, *, checkpoint: Path | None = No
     return LoadedModel(
         module=model,
         transform=lambda img: transform(img.convert("RGB")),
-        forward=forward,
+        forward=_deterministic(forward, name),
         num_params=_count_params(model),
         has_head=has_head,
         source_classes=list(labels) if labels else None,
@@ -249,7 +249,13 @@ def load_transformers(
     module = model
     missing = sorted(info.get("missing_keys") or [])
     if kind == "tower":
-        module = model.vision_model
+        module = getattr(model, "vision_model", None)
+        if module is None:
+            raise CandidateError(
+                f"{repo_or_dir} is a {type(model).__name__}, whose vision part zoosel cannot "
+                "find (no vision_model); it ranks image classifiers, image backbones and the "
+                "vision towers of CLIP-like models."
+            )
         missing = [k for k in missing if k.startswith("vision_model.")]
         notes.append(f"features of the vision tower of this {type(model).__name__}")
     use_pooler = not any("pooler" in k for k in missing)
@@ -328,22 +334,26 @@ def _head_forward(model: Any, run: Callable[[Any], Any], config: Any, name: str)
     num_labels = len(getattr(config, "id2label", None) or {}) or config.num_labels
     linears = [m for m in model.modules()
                if isinstance(m, torch.nn.Linear) and m.out_features == num_labels]
-    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for linear in linears:
-        linear.register_forward_hook(lambda _m, args, out: calls.append((args[0], out)))
     chosen: list[int] = []
 
     def forward(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        calls.clear()
-        out = run(batch)
+        calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+        hooks = [linear.register_forward_hook(
+            lambda _m, args, out: calls.append((args[0], out))) for linear in linears]
+        try:  # hooks live for one call only: gradient sketches add and check their own
+            out = run(batch)
+        finally:
+            for hook in hooks:
+                hook.remove()
         logits = _logits_of(out, num_labels)
         if logits is None:
             raise CandidateError(f"{name}: the model returned no logits.")
         if not chosen:
             chosen.extend(_heads_making(calls, logits, name))
-        inputs = [calls[i][0].flatten(1) for i in chosen]
-        same = all(x.shape == inputs[0].shape and torch.equal(x, inputs[0]) for x in inputs)
-        return (inputs[0] if same else torch.cat(inputs, dim=1)), logits
+        inputs = [calls[i][0] for i in chosen]
+        if all(x is inputs[0] for x in inputs):  # several heads on one input (LeViT)
+            return inputs[0].flatten(1), logits
+        return torch.cat([x.flatten(1) for x in inputs], dim=1), logits
 
     return forward
 
@@ -375,7 +385,7 @@ def _deterministic(forward: Callable, name: str) -> Callable:
     checked: list[bool] = []
 
     def once(batch: Any) -> Any:
-        if checked:
+        if checked or torch.is_grad_enabled():  # checked during extraction, without grad
             return forward(batch)
         first = forward(batch)
         second = forward(batch)
