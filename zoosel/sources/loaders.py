@@ -389,7 +389,8 @@ def _deterministic(forward: Callable, name: str) -> Callable:
             return forward(batch)
         first = forward(batch)
         second = forward(batch)
-        if not torch.allclose(first[0].float(), second[0].float(), rtol=1e-4, atol=1e-5):
+        if not torch.allclose(first[0].float(), second[0].float(), rtol=1e-4, atol=1e-5,
+                              equal_nan=True):  # NaN features are reported as such later
             raise CandidateError(
                 f"{name} gives different features on two passes over the same images "
                 "(random masking or dropout left on at inference), so its scores would "
