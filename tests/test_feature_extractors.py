@@ -120,3 +120,16 @@ def test_random_forward_pass_is_refused_and_not_cached(tmp_path, data, monkeypat
     (failed,) = info.value.ranking.failed
     assert "different features on two passes over the same images" in failed.error
     assert not list(cache.rglob("*.npz")) and not list(cache.rglob("*.npy"))
+
+
+def test_headless_timm_ranks_on_features_with_a_note(tmp_path, data):
+    from zoosel.api import rank
+    from zoosel.testing.factories import make_timm_model_dir
+
+    path = make_timm_model_dir(tmp_path / "headless", arch="test_vit", num_classes=0)
+    ranking = rank(str(data), models=[f"local:{path}"], scorers=["lfc", "leep"],
+                   use_cache=False, progress=False)
+    (row,) = ranking.results
+    assert set(row.scores) == {"lfc"}
+    assert row.notes == ["leep: the model has no classification head (a feature extractor), "
+                         "so there are no source-class probabilities"]

@@ -378,8 +378,14 @@ def _heads_making(calls: list, logits: Any, name: str) -> list[int]:
     )
 
 
+# Two passes over the same images may differ by rounding (other kernels for another batch
+# size, reduced precision); random masking or dropout changes features far more.
+_REPEAT_TOLERANCE = 1e-2
+
+
 def _deterministic(forward: Callable, name: str) -> Callable:
-    """``forward``, checked once to give the same features on two passes over one batch."""
+    """``forward``, checked once to give the same features when run again on the first
+    images of the first batch (one extra forward pass over two images)."""
     import torch
 
     checked: list[bool] = []
@@ -387,19 +393,28 @@ def _deterministic(forward: Callable, name: str) -> Callable:
     def once(batch: Any) -> Any:
         if checked or torch.is_grad_enabled():  # checked during extraction, without grad
             return forward(batch)
-        first = forward(batch)
-        second = forward(batch)
-        if not torch.allclose(first[0].float(), second[0].float(), rtol=1e-4, atol=1e-5,
-                              equal_nan=True):  # NaN features are reported as such later
-            raise CandidateError(
-                f"{name} gives different features on two passes over the same images "
-                "(random masking or dropout left on at inference), so its scores would "
-                "change from run to run; zoosel does not rank it."
-            )
+        result = forward(batch)
+        first = result[0][:2].float()
+        again = forward(_first_rows(batch, len(first)))[0].float()
+        if torch.isfinite(first).all():  # NaN features are reported as such later
+            change = float((again - first).norm() / first.norm().clamp_min(1e-12))
+            if change > _REPEAT_TOLERANCE:
+                raise CandidateError(
+                    f"{name} gives different features on two passes over the same images "
+                    f"(relative change {change:.2g}: random masking or dropout left on at "
+                    "inference), so its scores would change from run to run; zoosel does "
+                    "not rank it."
+                )
         checked.append(True)
-        return second
+        return result
 
     return once
+
+
+def _first_rows(batch: Any, n: int) -> Any:
+    if isinstance(batch, Mapping):
+        return {k: v[:n] for k, v in batch.items()}
+    return batch[:n]
 
 
 def _pooled(out: Any, use_pooler: bool = True) -> Any:
