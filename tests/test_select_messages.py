@@ -121,3 +121,10 @@ def test_help_lists_options_in_sections(command):
                             "Device and batching", "Cache, resume and safety",
                             "Gradient sketches and source data", "Ranking card",
                             "Other options"]
+
+
+def test_hub_listing_with_no_match_says_so(hub, data, no_dataset_loading):
+    result = select("--dataset", str(data), "--hub-author", "nobody-has-this-name",
+                    "--listing-ttl", "0")
+    assert result.exit_code == 1
+    assert "the Hub listed no model matching them" in result.output
