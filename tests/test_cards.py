@@ -73,7 +73,7 @@ def test_card_front_matter_has_every_field():
     first, second = meta["candidates"]
     assert first == {"rank": 1, "id": "hf:org/a@123", "source": "hf", "parameters": 1_500_000,
                      "scores": {"lfc": 0.5, "logme": -1.0}, "score_ranks": {"lfc": 1, "logme": 1},
-                     "seconds": 1.25, "cached": False}
+                     "seconds": 1.25, "cached": False, "notes": []}
     assert second["scores"] == {"lfc": 0.25, "logme": None}
     assert second["score_ranks"] == {"lfc": 2} and second["cached"] is True
     by_name = {s["name"]: s for s in meta["scorers"]}

@@ -134,7 +134,7 @@ def list_request(
     hub_author: str | None = None,
     hub_limit: int | None = None,
     hub_sort: str | None = None,
-    pipeline_tag: str | None = None,
+    pipeline_tag: str | Sequence[str] | None = None,
     library: str | None = None,
     licenses: Sequence[str] = (),
     min_params: int | str | None = None,
@@ -159,6 +159,8 @@ def list_request(
                          f"({max_params}); nothing could match.")
     if listing_ttl is not None and listing_ttl < 0:
         raise UsageError("--listing-ttl must be 0 (no listing cache) or a number of seconds.")
+    if pipeline_tag is not None and not isinstance(pipeline_tag, str):
+        pipeline_tag = ",".join(pipeline_tag) or None
     return ListRequest(
         hub_filter=tuple(hub_filter), hub_search=hub_search, hub_author=hub_author,
         hub_limit=hub_limit, hub_sort=hub_sort, hub_pipeline_tag=pipeline_tag,
@@ -204,7 +206,7 @@ def rank(
     hub_author: str | None = None,
     hub_limit: int | None = None,
     hub_sort: str | None = None,
-    pipeline_tag: str | None = None,
+    pipeline_tag: str | Sequence[str] | None = None,
     library: str | None = None,
     licenses: Sequence[str] = (),
     min_params: int | str | None = None,
@@ -280,9 +282,15 @@ def rank(
     )
     if not models and request.is_empty():
         raise UsageError(_NO_CANDIDATES)
-    target = load_target(dataset, split, image_column, label_column)
-    sample = per_class_sample(target, per_class, seed)
+    if per_class is not None and per_class < 1:
+        raise UsageError(f"--per-class must be at least 1 (or 'all'), got {per_class}.")
+    check_dataset_argument(dataset)
     candidates, skipped, failed = list_candidates(request, models)
+    if not candidates:
+        raise NoResultsError(why_no_candidates(request, models, skipped, failed))
+    with _quiet_hub_retries():
+        target = load_target(dataset, split, image_column, label_column)
+    sample = per_class_sample(target, per_class, seed)
     _say(progress, f"zoosel: {len(sample.class_names)} classes, {len(sample.indices)} samples "
          f"from {dataset} [{target.split}]; {len(candidates)} candidates, "
          f"{len(skipped)} skipped; scorers: {', '.join(chosen)}")
@@ -483,6 +491,95 @@ def _emit(result: CandidateResult, path: str | Path | None,
             fh.flush()
     if callback is not None:
         callback(result)
+
+
+def check_dataset_argument(dataset: str) -> None:
+    """Fail before any loading, saying what to do, on a ``dataset`` that cannot work:
+    images lying directly in the folder, or a mistyped local folder that would
+    otherwise be looked up on the Hub."""
+    import difflib
+
+    from zoosel.data.loading import IMAGE_SUFFIXES
+    from zoosel.errors import DatasetError, DatasetNotFoundError
+
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        entries = list(path.iterdir())
+        images = sorted(p.name for p in entries
+                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if images and not any(p.is_dir() for p in entries):
+            raise DatasetError(
+                f"{dataset} holds {len(images)} images directly, but an image folder needs "
+                "one sub-folder per class (the folder name is the label): move them to "
+                f"{path / '<class name>' / images[0]}, and so on."
+            )
+        return
+    if path.exists():
+        return
+    if dataset.startswith(("/", "./", "../", "~")) or path.suffix == ".parquet":
+        raise DatasetNotFoundError(f"dataset path {dataset!r} does not exist.")
+    parent = path.parent if str(path.parent) not in ("", ".") else Path(".")
+    if parent != Path(".") and not parent.is_dir():
+        return  # OWNER/NAME with no local folder OWNER: a Hub dataset id
+    folders = [p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    close = difflib.get_close_matches(path.name, folders, n=1, cutoff=0.7)
+    if parent != Path(".") or close:
+        hint = f" Did you mean {parent / close[0]}?" if close else ""
+        raise DatasetNotFoundError(
+            f"there is no folder {dataset!r} in {parent.resolve()}.{hint} (A name that is "
+            "not an existing folder is looked up as a Hub dataset id; write a local path "
+            "as ./NAME.)"
+        )
+
+
+class _quiet_hub_retries:
+    """Silence huggingface_hub's "Retrying in 1s" lines: a failure is reported once."""
+
+    def __enter__(self) -> None:
+        import logging
+
+        self.logger = logging.getLogger("huggingface_hub")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.setLevel(self.level)
+
+
+def why_no_candidates(request: ListRequest, models: Sequence[str], skipped: Sequence[Skipped],
+                      failed: Sequence[CandidateResult]) -> str:
+    """Why listing found nothing to rank, source by source, and what to do."""
+    from zoosel.sources import hub_listing
+
+    lines = ["no candidate to rank."]
+    if request.wants_hub_listing() or request.from_cache:
+        if hub_listing.uses_local_cache(request):
+            from huggingface_hub import constants
+
+            from zoosel.sources.hf_cache import _cached_repos
+
+            why = "--from-cache" if request.from_cache else "offline mode (HF_HUB_OFFLINE=1)"
+            count = len(_cached_repos())
+            held = (f"holds {count} models, none matching the filters" if count
+                    else "is empty")
+            lines.append(f"  Hub filters: with {why} the local Hugging Face cache "
+                         f"({constants.HF_HUB_CACHE}) was listed instead of the Hub, and it "
+                         f"{held}. Download models once online, or drop the offline setting.")
+        else:
+            lines.append("  Hub filters: the Hub listed no model matching them; loosen the "
+                         "filters (zoosel list shows what they give).")
+    for root in request.local_dirs:
+        folder = Path(root).expanduser()
+        subs = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+        if not subs:
+            lines.append(f"  --local-dir {root}: no checkpoint sub-folders in it (each "
+                         "candidate is a sub-folder with config.json and weights).")
+    for pattern in request.timm_patterns:
+        lines.append(f"  --timm-pattern {pattern}: matches no pretrained timm model "
+                     "(or every match was excluded by the filters).")
+    lines += [f"  {r.candidate}: {r.error}" for r in failed]
+    lines += [f"  skipped {s.id}: {s.reason}" for s in skipped]
+    return "\n".join(lines)
 
 
 def _nothing_scored(ranking: Ranking) -> str:

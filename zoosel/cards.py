@@ -229,7 +229,7 @@ def _metadata(ranking: Ranking, generated_at: str | None) -> dict[str, Any]:
             {"rank": i, "id": r.candidate, "source": r.source, "parameters": r.num_params,
              "scores": {s: _finite(r.scores.get(s)) for s in ranking.scorers},
              "score_ranks": ranks[r.candidate], "seconds": round(float(r.seconds), 3),
-             "cached": r.cached}
+             "cached": r.cached, "notes": list(r.notes)}
             for i, r in enumerate(ranking.results, 1)
         ],
         "failed": [{"id": r.candidate, "source": r.source, "error": r.error}
@@ -267,6 +267,7 @@ def _fields(ranking: Ranking, meta: Mapping[str, Any]) -> dict[str, str]:
     )
     notes = [f"- failed `{f['id']}`: {f['error']}" for f in meta["failed"]]
     notes += [f"- skipped `{s['id']}`: {s['reason']}" for s in meta["skipped"]]
+    row_notes = [f"- `{c['id']}`: {n}" for c in meta["candidates"] for n in c.get("notes", [])]
     return {
         "dataset": data["id"], "split": data["split"], "fingerprint": data["fingerprint"],
         "classes": ", ".join(data["classes"]), "num_classes": str(data["num_classes"]),
@@ -275,7 +276,8 @@ def _fields(ranking: Ranking, meta: Mapping[str, Any]) -> dict[str, str]:
         "seed": str(data["seed"]), "sort_by": meta["sort_by"],
         "recommended": meta["recommended"] or "(none)",
         "num_candidates": str(len(meta["candidates"])), "table": table, "scorers": scorers,
-        "notes": ("\n## Not ranked\n\n" + "\n".join(notes) + "\n") if notes else "",
+        "notes": (("\n## Notes\n\n" + "\n".join(row_notes) + "\n") if row_notes else "")
+        + (("\n## Not ranked\n\n" + "\n".join(notes) + "\n") if notes else ""),
         "version": meta["zoosel_version"], "seconds": f"{meta['seconds']:.1f}s",
         "generated_at": meta["generated_at"],
     }

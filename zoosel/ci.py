@@ -49,6 +49,7 @@ import click
 
 from zoosel.cli import friendly_errors
 from zoosel.cli.options import (
+    GroupedCommand,
     candidate_options,
     dataset_options,
     engine_options,
@@ -404,7 +405,7 @@ def report_json(verdict: Verdict, ranking: Ranking | None) -> str:
 # --- the command ---------------------------------------------------------------------------
 
 
-@click.command("recommend")
+@click.command("recommend", cls=GroupedCommand)
 @dataset_options
 @candidate_options
 @scorer_options

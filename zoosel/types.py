@@ -85,6 +85,8 @@ class LoadedModel:
     num_params: int
     has_head: bool
     source_classes: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the ranking should say about how this model was run (shown in its row)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ class ListRequest:
     hub_limit: int | None = None
     hub_sort: str | None = None
     hub_pipeline_tag: str | None = None
-    """Exact ``pipeline_tag`` (a tag filter also matches custom tags)."""
+    """Exact ``pipeline_tag`` (a tag filter also matches custom tags); several, any of
+    them, separated by commas."""
     hub_library: str | None = None
     hub_licenses: tuple[str, ...] = ()
     min_params: int | None = None
@@ -114,6 +117,11 @@ class ListRequest:
     timm_patterns: tuple[str, ...] = ()
     local_dirs: tuple[str, ...] = ()
     options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pipeline_tags(self) -> tuple[str, ...]:
+        """The pipeline tags asked for (a model with any of them passes)."""
+        return tuple(t for t in (self.hub_pipeline_tag or "").split(",") if t)
 
     def wants_hub_listing(self) -> bool:
         """Whether the user asked for a Hub listing (rather than filters alone)."""

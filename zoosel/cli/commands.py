@@ -10,6 +10,7 @@ import click
 
 from zoosel.cli import cli, friendly_errors
 from zoosel.cli.options import (
+    GroupedCommand,
     candidate_arguments,
     candidate_options,
     dataset_options,
@@ -17,6 +18,7 @@ from zoosel.cli.options import (
     quiet_option,
     rank_arguments,
     scorer_options,
+    section,
 )
 
 
@@ -41,33 +43,43 @@ def _format_for(fmt: str | None, output: str | None) -> str:
     return "table"
 
 
-@cli.command("select")
+@cli.command("select", cls=GroupedCommand)
 @dataset_options
 @candidate_options
 @scorer_options
-@click.option("--format", "fmt", help="table, json, csv, markdown (default: from --output, "
-                                      "else table).")
-@click.option("--output", "-o", help="Write the ranking to this file.")
-@click.option("--results", help="Append one JSON line per candidate here as each completes.")
+@section(
+    "Output",
+    click.option("--format", "fmt", help="table, json, csv, markdown (default: from --output, "
+                                         "else table)."),
+    click.option("--output", "-o", help="Write the ranking to this file."),
+    click.option("--results", help="Append one JSON line per candidate here as each "
+                                   "completes."),
+)
 @engine_options
-@click.option("--processes", type=int, default=1, show_default=True,
-              help="Run on this many processes on this machine (launches accelerate).")
-@click.option("--card", "card", help="Write a ranking card (markdown with YAML front matter) "
-                                     "here, and its JSON next to it.")
-@click.option("--card-template", type=click.Path(exists=True, dir_okay=False),
-              help="string.Template file for the card's body (default: built in).")
-@click.option("--push-to-hub", is_flag=True,
-              help="Upload the card and its JSON to the dataset's Hub repository, as a pull "
-                   "request (the token comes from HF_TOKEN or `hf auth login`).")
-@click.option("--card-repo", help="Hub dataset repository to push the card to (default: "
-                                  "--dataset when it is a Hub id).")
-@click.option("--no-pr", is_flag=True, help="With --push-to-hub: commit to the main branch "
-                                            "instead of opening a pull request.")
-@click.option("--card-metadata", is_flag=True,
-              help="With --push-to-hub: also set the `zoosel` key of the repository's "
-                   "README.md metadata to a summary of the ranking, in the same commit.")
-@click.option("--dry-run", is_flag=True, help="With --push-to-hub: print what would be "
-                                              "uploaded; upload nothing.")
+@section(
+    "Device and batching",
+    click.option("--processes", type=int, default=1, show_default=True,
+                 help="Run on this many processes on this machine (launches accelerate)."),
+)
+@section(
+    "Ranking card",
+    click.option("--card", "card", help="Write a ranking card (markdown with YAML front "
+                                        "matter) here, and its JSON next to it."),
+    click.option("--card-template", type=click.Path(exists=True, dir_okay=False),
+                 help="string.Template file for the card's body (default: built in)."),
+    click.option("--push-to-hub", is_flag=True,
+                 help="Upload the card and its JSON to the dataset's Hub repository, as a pull "
+                      "request (the token comes from HF_TOKEN or `hf auth login`)."),
+    click.option("--card-repo", help="Hub dataset repository to push the card to (default: "
+                                     "--dataset when it is a Hub id)."),
+    click.option("--no-pr", is_flag=True, help="With --push-to-hub: commit to the main branch "
+                                               "instead of opening a pull request."),
+    click.option("--card-metadata", is_flag=True,
+                 help="With --push-to-hub: also set the `zoosel` key of the repository's "
+                      "README.md metadata to a summary of the ranking, in the same commit."),
+    click.option("--dry-run", is_flag=True, help="With --push-to-hub: print what would be "
+                                                 "uploaded; upload nothing."),
+)
 @quiet_option
 @friendly_errors
 def select_cmd(fmt: str | None, output: str | None, results: str | None, processes: int,
@@ -145,24 +157,32 @@ def _without_processes(argv: list[str]) -> list[str]:
     return out
 
 
-@cli.command("list")
+@cli.command("list", cls=GroupedCommand)
 @candidate_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
-@click.option("--cache-dir", help="zoosel's cache folder, where Hub listings are kept "
-                                  "(default: $ZOOSEL_CACHE or ~/.cache/zoosel).")
+@section(
+    "Output",
+    click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+                 show_default=True),
+    click.option("--cache-dir", help="zoosel's cache folder, where Hub listings are kept "
+                                     "(default: $ZOOSEL_CACHE or ~/.cache/zoosel)."),
+)
 @friendly_errors
 def list_cmd(fmt: str, cache_dir: str | None, **options: Any) -> None:
     """Show the candidates a select with these options would rank, without scoring them."""
     import json
 
-    from zoosel.api import list_models
+    from zoosel.api import list_models, list_request, why_no_candidates
 
-    listing = list_models(**candidate_arguments(options), cache_dir=cache_dir)
+    arguments = candidate_arguments(options)
+    listing = list_models(**arguments, cache_dir=cache_dir)
     if fmt == "json":
         click.echo(json.dumps(listing.to_dict(), indent=2))
         return
     click.echo(_listing_table(listing), nl=False)
+    if not listing.candidates:
+        models = arguments.pop("models")
+        request = list_request(**arguments, cache_dir=cache_dir)
+        click.echo(why_no_candidates(request, models, [], []), err=True)
 
 
 def _listing_table(listing: Any) -> str:

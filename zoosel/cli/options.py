@@ -25,15 +25,46 @@ from zoosel.sources.hub_listing import SORT_KEYS, SUPPORTED_LIBRARIES
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def option_group(options: list[Callable[[Any], Any]]) -> Callable[[F], F]:
-    """One decorator applying ``options`` (click decorators), listed in this order."""
+def option_group(options: list[Callable[[Any], Any]], title: str | None = None
+                 ) -> Callable[[F], F]:
+    """One decorator applying ``options`` (click decorators), listed in this order; with
+    ``title``, ``--help`` of a :class:`GroupedCommand` shows them under that heading."""
 
     def decorate(func: F) -> F:
         for option in reversed(options):  # click lists options in decoration order
             func = option(func)
+            if title is not None:
+                params = getattr(func, "__click_params__", None) or [func.params[-1]]
+                params[-1].help_section = title  # type: ignore[attr-defined]
         return func
 
     return decorate
+
+
+def section(title: str, *options: Callable[[Any], Any]) -> Callable[[F], F]:
+    """``options`` (click decorators) shown under ``title`` in a :class:`GroupedCommand`."""
+    return option_group(list(options), title)
+
+
+class GroupedCommand(click.Command):
+    """A command whose ``--help`` lists its options in titled sections (the ``title`` of
+    :func:`option_group` / :func:`section`), in the order they first appear; options
+    without a section come last, under "Other options"."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        other: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            title = getattr(param, "help_section", None)
+            (sections.setdefault(title, []) if title else other).append(record)
+        if other:
+            sections["Other options"] = other
+        for title, rows in sections.items():
+            with formatter.section(title):
+                formatter.write_dl(rows)
 
 
 def _param_count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -58,7 +89,7 @@ def per_class_value(value: str) -> int | None:
         raise click.BadParameter("an integer, or 'all'") from None
 
 
-dataset_options = option_group([
+dataset_options = option_group(title="Dataset", options=[
     click.option("--dataset", "-d", required=True,
                  help="Hub dataset id, image folder (one sub-folder per class), saved dataset "
                       "or parquet files."),
@@ -72,22 +103,30 @@ dataset_options = option_group([
 """``--dataset``, ``--split``, ``--image-column``, ``--label-column``, ``--per-class``,
 ``--seed``."""
 
-candidate_options = option_group([
+_named_candidates = option_group(title="Candidates", options=[
     click.option("--trust-remote-code", is_flag=True,
                  help="Allow models that run code from their repository (listed ones that "
                       "need it are skipped otherwise)."),
     click.option("--model", "-m", "models", multiple=True,
                  help="Candidate as SOURCE:REF, e.g. hf:org/name@rev, timm:resnet18.a1_in1k, "
                       "local:PATH or local:FILE.safetensors@ARCH. Repeatable."),
+    click.option("--timm-pattern", multiple=True,
+                 help="List timm pretrained models matching this pattern. Repeatable."),
+    click.option("--local-dir", multiple=True,
+                 help="List every checkpoint sub-folder of this folder. Repeatable."),
+])
+
+_hub_listing = option_group(title="Hub listing", options=[
     click.option("--hub-filter", multiple=True,
                  help="List Hub models with this tag. Repeatable."),
     click.option("--hub-search", help="List Hub models whose id contains this text."),
     click.option("--hub-author", help="List Hub models of this user or organisation."),
     click.option("--hub-limit", type=int, help="List at most this many Hub models."),
     click.option("--hub-sort", type=click.Choice(SORT_KEYS), help="Order of the Hub listing."),
-    click.option("--pipeline-tag",
+    click.option("--pipeline-tag", multiple=True,
                  help="Keep Hub models whose pipeline tag is exactly this (a --hub-filter tag "
-                      "also matches custom tags)."),
+                      "also matches custom tags). Repeatable: any, e.g. image-classification "
+                      "and image-feature-extraction."),
     click.option("--library", type=click.Choice(SUPPORTED_LIBRARIES),
                  help="Keep Hub models of this library."),
     click.option("--license", "licenses", multiple=True,
@@ -105,14 +144,16 @@ candidate_options = option_group([
     click.option("--listing-ttl", type=click.FloatRange(min=0),
                  help="Seconds a Hub listing is reused from zoosel's cache (default 3600, "
                       "or $ZOOSEL_LISTING_TTL; 0: always ask the Hub)."),
-    click.option("--timm-pattern", multiple=True,
-                 help="List timm pretrained models matching this pattern. Repeatable."),
-    click.option("--local-dir", multiple=True,
-                 help="List every checkpoint sub-folder of this folder. Repeatable."),
 ])
-"""``--model`` and the listing options of every built-in source."""
 
-scorer_options = option_group([
+
+def candidate_options(func: F) -> F:
+    """``--model`` and the listing options of every built-in source."""
+    return _named_candidates(_hub_listing(func))
+
+
+
+scorer_options = option_group(title="Scoring", options=[
     click.option("--scorer", "-s", "scorers", multiple=True,
                  help="Scorer to compute (repeatable; 'all' for every one). "
                       "Default: lfc, logme, leep, nce."),
@@ -120,17 +161,31 @@ scorer_options = option_group([
 ])
 """``--scorer`` and ``--sort-by``."""
 
-engine_options = option_group([
+_device_options = option_group(title="Device and batching", options=[
     click.option("--device", default="auto", show_default=True,
                  help="auto, cpu, cuda, cuda:1..."),
     click.option("--batch-size", default=32, show_default=True),
     click.option("--workers", default=0, show_default=True,
                  help="Data-loading worker processes."),
+    click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+                 show_default=True, help="Autocast precision of feature extraction."),
+    click.option("--shard", type=click.Choice(["auto", "candidates", "samples"]),
+                 default="auto", show_default=True,
+                 help="With several processes: spread candidates, or each candidate's sample."),
+])
+
+_cache_options = option_group(title="Cache, resume and safety", options=[
     click.option("--cache-dir", help="Cache folder of features and Hub listings (default: "
                                      "$ZOOSEL_CACHE or ~/.cache/zoosel)."),
     click.option("--no-cache", is_flag=True, help="Neither read nor write the feature cache."),
+    click.option("--run-dir", help="Write each candidate's result here as it completes; "
+                                   "rerunning with the same folder resumes."),
+    click.option("--fresh", is_flag=True, help="Ignore earlier results in --run-dir."),
     click.option("--allow-pickle", is_flag=True,
                  help="Allow pickled weights (.bin/.pt), loaded with weights_only=True."),
+])
+
+_sketch_options = option_group(title="Gradient sketches and source data", options=[
     click.option("--sketch-dim", type=int,
                  help="Dimension k of gradient sketches (default 10000)."),
     click.option("--sketch-layer", multiple=True,
@@ -142,19 +197,18 @@ engine_options = option_group([
     click.option("--source-data", multiple=True,
                  help="Source-domain dataset for domain_sim: DATASET, or PATTERN=DATASET for "
                       "candidates matching PATTERN. Repeatable."),
-    click.option("--run-dir", help="Write each candidate's result here as it completes; "
-                                   "rerunning with the same folder resumes."),
-    click.option("--fresh", is_flag=True, help="Ignore earlier results in --run-dir."),
-    click.option("--shard", type=click.Choice(["auto", "candidates", "samples"]),
-                 default="auto", show_default=True,
-                 help="With several processes: spread candidates, or each candidate's sample."),
-    click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
-                 show_default=True, help="Autocast precision of feature extraction."),
 ])
-"""Device, batching, cache, safety switches, gradient-sketch, source-data, run-folder and
-distribution options."""
 
-quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+
+def engine_options(func: F) -> F:
+    """Device, batching, cache, safety switches, gradient-sketch, source-data, run-folder and
+    distribution options."""
+    return _device_options(_cache_options(_sketch_options(func)))
+
+
+
+quiet_option = section("Output", click.option("--quiet", "-q", is_flag=True,
+                                              help="No progress output."))
 """``--quiet``: no progress output (the ``quiet`` parameter)."""
 
 

@@ -82,7 +82,7 @@ def extract(
     with torch.inference_mode(), autocast:
         for batch in loader:
             try:
-                f, logits = model.forward(batch.to(device))
+                f, logits = model.forward(_to_device(batch, device))
             except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as exc:
@@ -95,7 +95,7 @@ def extract(
             if logits is not None:
                 probs.append(torch.softmax(logits.double(), dim=-1).float().cpu())
             if progress is not None:
-                progress(len(batch))
+                progress(len(f))
     arrays = {"features": torch.cat(feats).numpy()}
     if probs:
         arrays["source_probs"] = torch.cat(probs).numpy()
@@ -103,6 +103,17 @@ def extract(
         if not np.isfinite(array).all():
             raise CandidateError(f"the model produced non-finite {name.replace('_', ' ')}")
     return arrays, batches
+
+
+def _to_device(batch: Any, device: str) -> Any:
+    """A batch (a tensor, or a mapping of tensors from an image processor) on ``device``."""
+    if isinstance(batch, dict):
+        return {k: v.to(device) for k, v in batch.items()}
+    return batch.to(device)
+
+
+def _batch_len(batch: Any) -> int:
+    return len(next(iter(batch.values()))) if isinstance(batch, dict) else len(batch)
 
 
 def extract_sketch(
@@ -136,7 +147,8 @@ def extract_sketch(
     with GradientSketcher(model, config, num_classes, device=device) as sketcher:
         for start, batch in zip(range(0, len(rows), batch_size), loader, strict=False):
             try:
-                parts.append(sketcher(batch.to(device), y[start:start + len(batch)].to(device))
+                parts.append(sketcher(_to_device(batch, device),
+                                      y[start:start + _batch_len(batch)].to(device))
                              .float().cpu())
             except CandidateError:
                 raise
@@ -146,7 +158,7 @@ def extract_sketch(
                     f"gradient sketch failed: {text[0] if text else type(exc).__name__}"
                 ) from exc
             if progress is not None:
-                progress(len(batch))
+                progress(_batch_len(batch))
     sketch = torch.cat(parts).numpy()
     if not np.isfinite(sketch).all():
         raise CandidateError("the model produced non-finite gradients")

@@ -118,7 +118,8 @@ def _missing(needs: set[Need], meta: Mapping[str, Any], arrays: Mapping[str, np.
 
 _WHY_MISSING = {
     Need.FEATURES: "no features",
-    Need.SOURCE_PROBS: "the model has no classification head",
+    Need.SOURCE_PROBS: "the model has no classification head (a feature extractor), so "
+                       "there are no source-class probabilities",
     Need.GRADIENT_SKETCH: "no gradient sketch",
     Need.PROBE_FEATURES: "no probe features",
     Need.SOURCE_MEANS: "no source-domain data for this candidate (--source-data)",
@@ -232,11 +233,12 @@ def run_candidate(
             arrays = {**arrays, **_source_means(candidate, model, settings)}
             result.timings["source_domain"] = time.perf_counter() - began
         result.num_params = meta.get("num_params")
-        result.scores, result.components, notes = score_arrays(
+        result.scores, result.components, score_notes = score_arrays(
             {**settings.shared, **arrays}, sample.labels, len(sample.class_names), scorers,
             timings=result.timings)
-        if notes and not (result.scores or result.components):
-            raise CandidateError("; ".join(notes))
+        if score_notes and not (result.scores or result.components):
+            raise CandidateError("; ".join(score_notes))
+        result.notes = [*meta.get("notes", []), *score_notes]
     except _NotMine:
         pass
     except CandidateError as exc:
@@ -245,7 +247,7 @@ def run_candidate(
         result.error = f"{type(exc).__name__}: {exc}"
     result.cached = model.model is None and result.error is None
     result.forward_batches = model.batches
-    result.notes = model.notes
+    result.notes = [*result.notes, *model.notes]
     result.seconds = time.perf_counter() - start
     if shard:
         assert workers is not None
@@ -300,6 +302,7 @@ def _extract(
         "num_params": loaded.num_params,
         "source_classes": loaded.source_classes,
         "has_head": loaded.has_head,
+        "notes": list(loaded.notes),
         "num_samples": int(len(sample.indices)),
     }
     arrays: dict[str, np.ndarray] = {}

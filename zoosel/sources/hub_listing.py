@@ -147,7 +147,7 @@ def judge(source: str, model: ListedModel, request: ListRequest,
           authed: bool) -> Candidate | Skipped | None:
     """A listed model as a candidate, a skip with its reason, or None when the user's
     filters exclude it."""
-    if request.hub_pipeline_tag and model.pipeline_tag != request.hub_pipeline_tag:
+    if request.pipeline_tags and model.pipeline_tag not in request.pipeline_tags:
         return None
     if request.hub_library and model.resolved_library != request.hub_library:
         return None
@@ -169,10 +169,11 @@ def judge(source: str, model: ListedModel, request: ListRequest,
     return hub_candidate(source, model, [note] if note else [])
 
 
-def server_query(request: ListRequest) -> dict[str, Any]:
+def server_query(request: ListRequest, pipeline_tag: str | None = None) -> dict[str, Any]:
     """Keyword arguments of ``HfApi.list_models``: what the Hub can narrow down itself.
 
-    No ``limit``: it has to count the candidates that pass the client-side checks.
+    No ``limit``: it has to count the candidates that pass the client-side checks. The
+    Hub takes one pipeline tag per query: ``pipeline_tag`` picks one of several asked.
     """
     tags = list(request.hub_filter)
     if request.hub_library and request.hub_library not in tags:
@@ -181,7 +182,7 @@ def server_query(request: ListRequest) -> dict[str, Any]:
         tags.append(f"license:{request.hub_licenses[0].lower()}")
     query: dict[str, Any] = dict(
         filter=tags or None, search=request.hub_search, author=request.hub_author,
-        pipeline_tag=request.hub_pipeline_tag, expand=list(EXPAND),
+        pipeline_tag=pipeline_tag or request.hub_pipeline_tag, expand=list(EXPAND),
     )
     if request.hub_sort:
         query["sort"] = request.hub_sort
@@ -213,8 +214,12 @@ def _fetch(source: str, request: ListRequest, authed: bool) -> list[ListedModel]
 
     records: list[ListedModel] = []
     passed = 0
+    tags = request.pipeline_tags
+    queries = ([server_query(request, tag) for tag in tags] if len(tags) > 1
+               else [server_query(request)])
     try:
-        for info in HfApi().list_models(**server_query(request)):
+        api = HfApi()
+        for info in _interleave([api.list_models(**query) for query in queries]):
             model = ListedModel.from_info(info)
             records.append(model)
             if isinstance(judge(source, model, request, authed), Candidate):
@@ -228,6 +233,20 @@ def _fetch(source: str, request: ListRequest, authed: bool) -> list[ListedModel]
             "downloaded with --from-cache."
         ) from exc
     return records
+
+
+def _interleave(listings: list[Iterable[Any]]) -> Iterator[Any]:
+    """Items of several listings taken in turn (each keeps its own order), no repeats."""
+    iterators = [iter(listing) for listing in listings]
+    seen: set[str] = set()
+    while iterators:
+        for it in list(iterators):
+            item = next(it, None)
+            if item is None:
+                iterators.remove(it)
+            elif item.id not in seen:
+                seen.add(item.id)
+                yield item
 
 
 def list_hub(source: str, request: ListRequest) -> Iterator[Candidate | Skipped]:
