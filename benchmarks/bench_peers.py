@@ -8,7 +8,8 @@ torch.set_num_threads to match; a warm-up call of each module's smallest quick c
 first and is not timed. The results are one markdown table per score (case, threads,
 zoosel's seconds, each peer's, the fastest peer / zoosel ratio, the relative differences
 of the values) in ``benchmarks/results/peers.md`` and the raw rows in ``peers.json``. A run
-limited by ``--scores`` replaces only those scores' tables and keeps the others.
+limited by ``--scores`` replaces only those scores' tables and keeps the others; one
+limited by ``--threads`` replaces only those thread counts' rows.
 
 Run: .venv/bin/python benchmarks/bench_peers.py [--quick] [--scores logme,nleep]
      [--threads 1,2] [--repeats R] [--out-dir DIR]
@@ -199,11 +200,20 @@ def main() -> None:
         results = json.loads(json_path.read_text())
     command = "python benchmarks/bench_peers.py " + " ".join(sys.argv[1:])
     machine = _machine()
+    ran = {int(x) for x in args.threads.split(",")}
     for mod in _load(discover(), scores):
+        # a run over some thread counts keeps the earlier records of the others
+        kept = [r for r in results["scores"].get(mod.SCORE, {}).get("records", [])
+                if r["threads"] not in ran and not args.quick]
+        entry = results["scores"].get(mod.SCORE, {})
+        commands = [c for c in entry.get("command", "").split(" ; ") if c and kept]
+        loads = [x for x in str(entry.get("load", "")).split(" ; ") if x and kept]
+        fresh = [r for r in records if r["score"] == mod.SCORE]
         results["scores"][mod.SCORE] = {
-            "title": mod.TITLE, "notes": mod.NOTES, "command": command.strip(),
-            "machine": machine, "load": load,
-            "records": [r for r in records if r["score"] == mod.SCORE],
+            "title": mod.TITLE, "notes": mod.NOTES,
+            "command": " ; ".join([*commands, command.strip()]),
+            "machine": machine, "load": " ; ".join([*loads, load]),
+            "records": sorted(kept + fresh, key=lambda r: r["threads"]),
         }
     text = render(results)
     if args.no_write:
