@@ -12,7 +12,7 @@ limited by ``--scores`` replaces only those scores' tables and keeps the others;
 limited by ``--threads`` replaces only those thread counts' rows.
 
 Run: .venv/bin/python benchmarks/bench_peers.py [--quick] [--scores logme,nleep]
-     [--threads 1,2] [--repeats R] [--out-dir DIR]
+     [--threads 1,2] [--repeats R] [--timeout S] [--out-dir DIR]
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def worker(threads: int, scores: set[str] | None, quick: bool, repeats: int | No
             rows = mod.run_case(case, _repeats(case, repeats))
             records.append({"score": mod.SCORE, "case": case, "threads": threads,
                             "rows": rows, "load": list(load)})
+            out.write_text(json.dumps(records))  # what is done survives a time-out
             print(f"{mod.SCORE} {case['label']} threads={threads} "
                   f"({time.perf_counter() - t0:.1f} s): "
                   + ", ".join(f"{r['impl']} {r['seconds']:.3g} s" for r in rows), flush=True)
@@ -97,8 +98,12 @@ def _run_threads(threads: int, args: argparse.Namespace) -> list[dict]:
             cmd += ["--scores", args.scores]
         if args.repeats:
             cmd += ["--repeats", str(args.repeats)]
-        subprocess.run(cmd, env=env, check=True)
-        return json.loads(out.read_text())
+        try:
+            subprocess.run(cmd, env=env, check=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            print(f"threads={threads}: stopped after {args.timeout} s; keeping the cases "
+                  "done", file=sys.stderr)
+        return json.loads(out.read_text()) if out.exists() else []
 
 
 def _machine() -> str:
@@ -177,6 +182,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=0, help="repeats per timing")
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where to write")
     parser.add_argument("--no-write", action="store_true", help="do not write the results")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds per thread count; the cases done by then are kept")
     parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
