@@ -311,12 +311,13 @@ def _score(arrays: Mapping[str, np.ndarray], sample: Sample, scorers: Mapping[st
     """Score the candidate into ``result``, reusing the scores the cache entry holds for
     the same scorer version and inputs; returns the notes of scorers that could not run."""
     labels, num_classes = sample.labels, len(sample.class_names)
-    digests = _input_digests(arrays, labels, num_classes, scorers)
+    digests = (_input_digests(arrays, labels, num_classes, scorers)
+               if settings.cache is not None else {})
     held = meta.get("scores") if settings.cache is not None else None
     held = held if isinstance(held, dict) else {}
     reused = {name: held[name] for name, scorer in scorers.items()
               if isinstance(held.get(name), dict) and held[name].get("version") == scorer.version
-              and held[name].get("inputs") == digests[name]}
+              and held[name].get("inputs") == digests.get(name)}
     todo = {name: scorer for name, scorer in scorers.items() if name not in reused}
     threads = None
     if settings.pipeline is not None and "features" in arrays:
@@ -328,10 +329,11 @@ def _score(arrays: Mapping[str, np.ndarray], sample: Sample, scorers: Mapping[st
         fresh = _score_outcomes(arrays, labels, num_classes, todo)
     result.timings.update({n: o["seconds"] for n, o in fresh.items() if "seconds" in o})
     result.cached_timings.update({n: float(r.get("seconds", 0.0)) for n, r in reused.items()})
-    records = {name: {**outcome, "version": scorers[name].version, "inputs": digests[name]}
-               for name, outcome in fresh.items() if "missing" not in outcome}
-    if settings.cache is not None and records:
-        settings.cache.store_scores(key, records)
+    if settings.cache is not None:
+        records = {name: {**outcome, "version": scorers[name].version, "inputs": digests[name]}
+                   for name, outcome in fresh.items() if "missing" not in outcome}
+        if records:
+            settings.cache.store_scores(key, records)
     outcomes = {name: reused.get(name) or fresh[name] for name in scorers}
     result.scores, result.components, notes = _gather(outcomes)
     return notes
