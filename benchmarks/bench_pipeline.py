@@ -11,7 +11,8 @@ The target data are JPEGs of 500 x 375 generated on the fly (``--classes`` x
 ``--per-class``). Each model is ranked by ``zoosel.rank`` (default scorers, no cache) the
 earlier way (``pipeline=False``: every candidate decodes and transforms the sample in the
 main process) and the current way, in the same process, and its raw forward pass is timed on
-pre-made tensors (same batch size, same torch threads). Stage times come from wrappers
+pre-made tensors (same batch size, same torch threads) right after zoosel ran it, in both
+runs (the faster of the two is kept). Stage times come from wrappers
 around zoosel's own functions (load, decode, transform, forward) and from the scorers'
 timings; they are summed over threads, so stages that overlap can add up to more than the
 wall time.
@@ -122,9 +123,13 @@ def make_jpegs(classes: int, per_class: int, seed: int = 0) -> Path:
 class Stages:
     """Seconds per (candidate, stage), summed over threads, from wrappers around zoosel."""
 
-    def __init__(self) -> None:
+    def __init__(self, data: Path, batch_size: int) -> None:
         self.seconds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.current = "(sampling)"
+        self.data, self.batch_size = data, batch_size
+        self.raw: dict[str, float] = {}
+        self.aside = 0.0
+        """Seconds spent timing raw forward passes inside the run (not zoosel's)."""
 
     def add(self, owner: str, stage: str, began: float) -> None:
         self.seconds[owner][stage] += time.perf_counter() - began
@@ -161,6 +166,12 @@ def instrumented(stages: Stages) -> Iterator[None]:
             return original_run(candidate, *args, **kwargs)
         finally:
             stages.current = "(between)"
+            # the raw forward of the same model, right after zoosel ran it (same load)
+            began = time.perf_counter()
+            stages.raw[Path(candidate.ref).name] = raw_forward(stages.data,
+                                                               Path(candidate.ref),
+                                                               stages.batch_size)
+            stages.aside += time.perf_counter() - began
 
     LocalSource.load = load  # type: ignore[method-assign]
     zoosel.data.images.decode = stages.timed("decode", original_decode, lambda: stages.current)
@@ -175,13 +186,13 @@ def instrumented(stages: Stages) -> Iterator[None]:
 
 def rank_once(data: Path, models: list[Path], pipeline: bool, batch_size: int
               ) -> dict[str, Any]:
-    stages = Stages()
+    stages = Stages(data, batch_size)
     with instrumented(stages):
         began = time.perf_counter()
         ranking = zoosel.rank(str(data), models=[f"local:{m}" for m in models], use_cache=False,
                               progress=False, per_class=None, batch_size=batch_size,
                               pipeline=pipeline)
-        wall = time.perf_counter() - began
+        wall = time.perf_counter() - began - stages.aside
     assert not ranking.failed, [r.error for r in ranking.failed]
     rows = {}
     for r in ranking.results:
@@ -189,19 +200,21 @@ def rank_once(data: Path, models: list[Path], pipeline: bool, batch_size: int
         seconds["score"] = sum(v for k, v in r.timings.items() if k in ranking.scorers)
         rows[r.candidate] = {"wall": r.seconds, "stages": seconds, "scores": r.scores}
     return {"wall": wall, "sampling_decode": stages.seconds["(sampling)"].get("decode", 0.0),
-            "candidates": rows}
+            "candidates": rows, "raw": stages.raw}
 
 
 def raw_forward(data: Path, model_dir: Path, batch_size: int) -> float:
     """Seconds of the model's own forward pass over the pre-made, pre-batched sample."""
     from zoosel.data import load_target
+    from zoosel.engine.preprocess import torch_threads
     from zoosel.types import LoadSettings
 
     source = LocalSource()
     model = source.load(source.resolve(str(model_dir)), LoadSettings())
     target = load_target(str(data))
     rows = range(len(target.labels))
-    items = [model.transform(target.image(r)) for r in rows]
+    with torch_threads(1):  # not timed: only quicker
+        items = [model.transform(target.image(r)) for r in rows]
     batches = [torch.stack(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
     with torch.inference_mode():
         for batch in (batches[0], batches[-1]):  # warm-up: one-time allocations, kernels
@@ -222,13 +235,10 @@ def measure(zoo: str, threads: int, classes: int, per_class: int, batch_size: in
           flush=True)
     before = rank_once(data, models, pipeline=False, batch_size=batch_size)
     print(f"  before: {before['wall']:.1f}s", flush=True)
-    raw = {}
-    if zoo == "five":
-        for m in models:
-            raw[m.name] = raw_forward(data, m, batch_size)
-            print(f"  raw {m.name}: {raw[m.name]:.2f}s", flush=True)
     after = rank_once(data, models, pipeline=True, batch_size=batch_size)
     print(f"  after: {after['wall']:.1f}s", flush=True)
+    # timed right after each candidate in both runs; the faster of the two
+    raw = {m.name: min(before["raw"][m.name], after["raw"][m.name]) for m in models}
     worst = 0.0
     for cid, row in after["candidates"].items():
         for name, value in before["candidates"][cid]["scores"].items():
@@ -242,6 +252,108 @@ def measure(zoo: str, threads: int, classes: int, per_class: int, batch_size: in
         "before": before, "after": after, "raw": raw, "max_rel_score_diff": worst,
         "command": " ".join(["benchmarks/bench_pipeline.py", *sys.argv[1:]]),
     }
+
+
+# --- thread settings per stage ----------------------------------------------------------------
+
+
+def _best(fn: Callable[[], Any], repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return min(times)
+
+
+def measure_threads(classes: int, per_class: int) -> dict[str, Any]:
+    """Seconds of each stage at 1 and 2 torch threads (in the calling thread), and of the
+    transforms on zoosel's thread pool; the scorers on synthetic features."""
+    from _common import make_data
+
+    from zoosel.api import list_scorers
+    from zoosel.data import load_target
+    from zoosel.engine.preprocess import Pipeline
+    from zoosel.types import LoadSettings, ScoreInputs
+
+    models = make_models("five")
+    target = load_target(str(make_jpegs(classes, per_class)))
+    rows = list(range(min(64, len(target.labels))))
+    source = LocalSource()
+    loaded = {m.name: source.load(source.resolve(str(m)), LoadSettings())
+              for m in (models[0], models[-1])}
+    images = [target.image(r) for r in rows]
+    out: list[dict[str, Any]] = []
+
+    def row(stage: str, size: str, fn: Callable[[], Any], repeats: int = 3) -> None:
+        cells = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            fn()
+            cells[threads] = _best(fn, repeats)
+        out.append({"stage": stage, "size": size, "t1": cells[1], "t2": cells[2]})
+        print(out[-1], flush=True)
+
+    row("decode (PIL)", f"{len(rows)} JPEGs 500x375",
+        lambda: [zoosel.data.images.decode({"path": target.data[r]["image"]["path"]}, "")
+                 for r in rows])
+    for name, model in loaded.items():
+        row(f"transform {name.rsplit('-s', 1)[0]}", f"{len(rows)} images",
+            lambda model=model: [model.transform(i) for i in images])
+        torch.set_num_threads(2)
+        for workers in (1, 2):
+            with Pipeline(workers) as pipeline:
+                def pooled(model: Any = model, pipeline: Any = pipeline) -> None:
+                    list(pipeline.batches(model.transform, images.__getitem__, rows, 32))
+                pooled()
+                out.append({"stage": f"transform {name.rsplit('-s', 1)[0]} on zoosel's pool "
+                            f"({workers} thread{'s' if workers > 1 else ''}, 1 torch "
+                            "thread each)", "size": f"{len(rows)} images",
+                            "t1": None, "t2": _best(pooled)})
+                print(out[-1], flush=True)
+        x = torch.stack([model.transform(i) for i in images[:32]])
+        with torch.inference_mode():
+            row(f"forward {name.rsplit('-s', 1)[0]}", "batch of 32",
+                lambda model=model, x=x: model.forward(x), repeats=2)
+    scorers = list_scorers()
+    for n, d, c in [(250, 768, 10), (250, 2048, 10), (1000, 2048, 20), (5000, 2048, 50)]:
+        f, y = make_data(n, d, c)
+        inputs = ScoreInputs(labels=y, num_classes=c, features=f)
+        for name in ("logme", "lfc", "linear_probe"):
+            row(f"score {name}", f"N={n} D={d} C={c}",
+                lambda name=name, inputs=inputs: scorers[name].fn(inputs),
+                repeats=3 if n * d <= 600_000 else 1)
+    torch.set_num_threads(2)
+    return {"zoo": "threads", "rows": out, "loadavg": os.getloadavg(), "cpu": cpu_model(),
+            "cores": os.cpu_count(), "torch": torch.__version__,
+            "python": platform.python_version(),
+            "command": " ".join(["benchmarks/bench_pipeline.py", *sys.argv[1:]])}
+
+
+def _threads_section(run: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Thread settings per stage",
+        "",
+        f"Command: `PYTHONPATH=. .venv/bin/python {run['command']}`",
+        "",
+        f"Machine: {run['cpu']}, {run['cores']} logical cores, torch {run['torch']}, "
+        f"Python {run['python']}. Load average when started: "
+        f"{' '.join(f'{x:.2f}' for x in run['loadavg'])}.",
+        "",
+        "Best of 3 (1 for the large scorer sizes), seconds. `1 thread` / `2 threads`: "
+        "torch threads of the calling thread; the pool rows run on zoosel's "
+        "preprocessing threads. Scorers on synthetic ReLU-like features.",
+        "",
+        "| stage | size | 1 thread (s) | 2 threads (s) | 2 threads / 1 thread |",
+        "|---|---|---|---|---|",
+    ]
+    for r in run["rows"]:
+        if r["t1"] is None:
+            lines.append(f"| {r['stage']} | {r['size']} | | {r['t2']:.3f} | |")
+        else:
+            lines.append(f"| {r['stage']} | {r['size']} | {r['t1']:.3f} | {r['t2']:.3f} | "
+                         f"{r['t2'] / r['t1']:.2f} |")
+    return lines + [""]
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -276,39 +388,47 @@ def _section(run: dict[str, Any]) -> list[str]:
         " s (after: the only decoding of the run).",
         "",
     ]
-    if run["raw"]:
-        lines += [
-            "| model | raw forward (s) | zoosel before (s) | ratio before | zoosel after (s) "
-            "| ratio after |",
-            "|---|---|---|---|---|---|",
-        ]
-        for cid, row in sorted(run["after"]["candidates"].items(),
-                               key=lambda item: names.index(_model_of(item[0], names))):
-            name = _model_of(cid, names)
-            raw = run["raw"][name]
-            old = run["before"]["candidates"][cid]["wall"]
-            lines.append(f"| {name} | {raw:.2f} | {old:.2f} | {raw / old:.2f} | "
-                         f"{row['wall']:.2f} | {raw / row['wall']:.2f} |")
-        total_raw = sum(run["raw"].values())
-        lines += ["", f"All models: raw forward {total_raw:.1f} s; whole zoosel run before "
-                  f"{run['before']['wall']:.1f} s (ratio {total_raw / run['before']['wall']:.2f})"
-                  f", after {run['after']['wall']:.1f} s "
-                  f"(ratio {total_raw / run['after']['wall']:.2f}).", ""]
+    groups: dict[str, list[str]] = defaultdict(list)
+    for cid in sorted(run["after"]["candidates"], key=lambda c: names.index(_model_of(c, names))):
+        groups[_model_of(cid, names).rsplit("-s", 1)[0]].append(cid)
+
+    def mean(way: str, cids: list[str], field: str = "wall") -> float:
+        return float(np.mean([run[way]["candidates"][c][field] for c in cids]))
+
+    def label(group: str, cids: list[str]) -> str:
+        return group if len(cids) == 1 else f"{group} (mean of {len(cids)})"
+
+    lines += [
+        "| model | raw forward (s) | zoosel before (s) | ratio before | zoosel after (s) "
+        "| ratio after | forward share before | forward share after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def share(way: str, cids: list[str]) -> float:
+        rows = [run[way]["candidates"][c] for c in cids]
+        return float(np.mean([r["stages"].get("forward", 0.0) / r["wall"] for r in rows]))
+
+    for group, cids in groups.items():
+        raw = float(np.mean([run["raw"][_model_of(c, names)] for c in cids]))
+        old, new = mean("before", cids), mean("after", cids)
+        lines.append(f"| {label(group, cids)} | {raw:.3f} | {old:.3f} | {raw / old:.2f} | "
+                     f"{new:.3f} | {raw / new:.2f} | {share('before', cids):.2f} | "
+                     f"{share('after', cids):.2f} |")
+    total_raw = sum(run["raw"].values())
+    lines += ["", f"All models: raw forward {total_raw:.1f} s; whole zoosel run before "
+              f"{run['before']['wall']:.1f} s (ratio {total_raw / run['before']['wall']:.2f})"
+              f", after {run['after']['wall']:.1f} s "
+              f"(ratio {total_raw / run['after']['wall']:.2f}).", ""]
     lines += ["Stage seconds per candidate (summed over threads; after: load runs in the "
               "background for every candidate but the first, decode happens while drawing "
               "the sample):", "",
               "| model | way | wall | " + " | ".join(STAGES) + " |",
               "|---|---|---|" + "---|" * len(STAGES)]
-    groups: dict[str, list[str]] = defaultdict(list)
-    for cid in sorted(run["after"]["candidates"], key=lambda c: names.index(_model_of(c, names))):
-        groups[_model_of(cid, names).rsplit("-s", 1)[0]].append(cid)
     for group, cids in groups.items():
         for way in ("before", "after"):
             rows = [run[way]["candidates"][c] for c in cids]
-            wall = np.mean([r["wall"] for r in rows])
             cells = [np.mean([r["stages"].get(s, 0.0) for r in rows]) for s in STAGES]
-            label = group if len(cids) == 1 else f"{group} (mean of {len(cids)})"
-            lines.append(f"| {label} | {way} | {wall:.3f} | "
+            lines.append(f"| {label(group, cids)} | {way} | {mean(way, cids):.3f} | "
                          + " | ".join(f"{c:.3f}" for c in cells) + " |")
     return lines + [""]
 
@@ -324,22 +444,26 @@ def report() -> None:
         "transformed on a thread pool with one torch thread per thread, shared between "
         "candidates of the same preprocessing, next candidate loaded in the background, "
         "small scoring on one thread), in the same process. The raw forward is the model's "
-        "own `forward` over pre-made, pre-batched tensors (same batch size and threads). "
-        "Ratio = raw forward / zoosel's wall time for that candidate (1.0: zoosel adds "
-        "nothing). Random weights; the models are saved in the Hub layout and loaded through "
+        "own `forward` over pre-made, pre-batched tensors (same batch size and threads), "
+        "timed right after zoosel ran the candidate, in both runs; the faster of the two "
+        "is kept (other jobs share this machine). Ratio = raw forward / zoosel's wall time "
+        "for that candidate (1.0: zoosel adds nothing); forward share = the time zoosel "
+        "spent inside the model's `forward` / its wall time for that candidate. Random "
+        "weights; the models are saved in the Hub layout and loaded through "
         "zoosel's `local` source. No GPU was available: the GPU defaults (bf16 autocast, "
         "channels-last, batch 128, pinned memory) are not measured here.",
         "",
     ]
     for run in runs:
-        lines += _section(run)
+        lines += _threads_section(run) if run["zoo"] == "threads" else _section(run)
     RESULTS.write_text("\n".join(lines))
     print(f"wrote {RESULTS}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--zoo", choices=["five", "fifty"], default="five")
+    parser.add_argument("--zoo", choices=["five", "fifty", "threads"], default="five",
+                        help="threads: each stage at 1 and 2 torch threads")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--per-class", type=int, default=25)
@@ -348,12 +472,18 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if not args.report:
-        run = measure(args.zoo, args.threads, args.classes, args.per_class, args.batch_size)
+        if args.zoo == "threads":
+            run = measure_threads(args.classes, args.per_class)
+            name, section = "threads.json", _threads_section(run)
+        else:
+            run = measure(args.zoo, args.threads, args.classes, args.per_class,
+                          args.batch_size)
+            name, section = f"{args.zoo}-t{args.threads}.json", _section(run)
         if args.no_write:
-            print("\n".join(_section(run)))
+            print("\n".join(section))
             return
         RAW.mkdir(parents=True, exist_ok=True)
-        (RAW / f"{args.zoo}-t{args.threads}.json").write_text(json.dumps(run, indent=1))
+        (RAW / name).write_text(json.dumps(run, indent=1))
     report()
 
 

@@ -316,3 +316,15 @@ def test_cached_rows_in_the_outputs(zoo, data, tmp_path):
     for row in json.loads(out)["ranking"]:
         assert row["cached"] and "forward" not in row["timings"]
         assert row["cached_timings"]["forward"] > 0 and "lfc" in row["cached_timings"]
+
+
+def test_features_of_another_precision_have_their_own_cache_entry(zoo, data, tmp_path,
+                                                                   monkeypatch):
+    loads = Loads(monkeypatch)
+    kwargs = dict(scorers=["lfc"], use_cache=True, cache_dir=tmp_path / "cache")
+    mixed = _rank(zoo, data, precision="bf16", **kwargs)
+    assert len(loads.threads) == 4 and not any(r.cached for r in mixed)
+    full = _rank(zoo, data, precision="fp32", **kwargs)  # not the bf16 features
+    assert len(loads.threads) == 8 and not any(r.cached for r in full)
+    again = _rank(zoo, data, **kwargs)  # auto is fp32 on CPU
+    assert len(loads.threads) == 8 and all(r.cached for r in again)
