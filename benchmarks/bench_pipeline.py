@@ -168,9 +168,12 @@ def instrumented(stages: Stages) -> Iterator[None]:
             stages.current = "(between)"
             # the raw forward of the same model, right after zoosel ran it (same load)
             began = time.perf_counter()
-            stages.raw[Path(candidate.ref).name] = raw_forward(stages.data,
-                                                               Path(candidate.ref),
-                                                               stages.batch_size)
+            LocalSource.load = original_load  # type: ignore[method-assign]
+            try:
+                stages.raw[Path(candidate.ref).name] = raw_forward(
+                    stages.data, Path(candidate.ref), stages.batch_size)
+            finally:
+                LocalSource.load = load  # type: ignore[method-assign]
             stages.aside += time.perf_counter() - began
 
     LocalSource.load = load  # type: ignore[method-assign]
