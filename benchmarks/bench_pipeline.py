@@ -123,10 +123,10 @@ def make_jpegs(classes: int, per_class: int, seed: int = 0) -> Path:
 class Stages:
     """Seconds per (candidate, stage), summed over threads, from wrappers around zoosel."""
 
-    def __init__(self, data: Path, batch_size: int) -> None:
+    def __init__(self, data: Path, batch_size: int, device: str = "cpu") -> None:
         self.seconds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.current = "(sampling)"
-        self.data, self.batch_size = data, batch_size
+        self.data, self.batch_size, self.device = data, batch_size, device
         self.raw: dict[str, float] = {}
         self.aside = 0.0
         """Seconds spent timing raw forward passes inside the run (not zoosel's)."""
@@ -136,17 +136,21 @@ class Stages:
 
     def timed(self, stage: str, fn: Callable[..., Any], owner: Callable[[], str]
               ) -> Callable[..., Any]:
+        sync = stage == "forward" and self.device.startswith("cuda")
+
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             began = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
+                if sync:  # GPU work is asynchronous: time it, not its launch
+                    torch.cuda.synchronize()
                 self.add(owner(), stage, began)
         return wrapper
 
 
 @contextmanager
-def instrumented(stages: Stages) -> Iterator[None]:
+def instrumented(stages: Stages, raw: bool = True) -> Iterator[None]:
     original_load = LocalSource.load
     original_decode = zoosel.data.images.decode
     original_run = zoosel.api.run_candidate
@@ -163,18 +167,19 @@ def instrumented(stages: Stages) -> Iterator[None]:
     def run(candidate: Any, *args: Any, **kwargs: Any) -> Any:
         stages.current = candidate.id
         try:
-            return original_run(candidate, *args, **kwargs)
+            result = original_run(candidate, *args, **kwargs)
         finally:
             stages.current = "(between)"
-            # the raw forward of the same model, right after zoosel ran it (same load)
+        if raw:  # the raw forward of the same model, right after zoosel ran it
             began = time.perf_counter()
             LocalSource.load = original_load  # type: ignore[method-assign]
             try:
                 stages.raw[Path(candidate.ref).name] = raw_forward(
-                    stages.data, Path(candidate.ref), stages.batch_size)
+                    stages.data, Path(candidate.ref), stages.batch_size, stages.device)
             finally:
                 LocalSource.load = load  # type: ignore[method-assign]
             stages.aside += time.perf_counter() - began
+        return result
 
     LocalSource.load = load  # type: ignore[method-assign]
     zoosel.data.images.decode = stages.timed("decode", original_decode, lambda: stages.current)
@@ -187,14 +192,15 @@ def instrumented(stages: Stages) -> Iterator[None]:
         zoosel.api.run_candidate = original_run
 
 
-def rank_once(data: Path, models: list[Path], pipeline: bool, batch_size: int
+def rank_once(data: Path, models: list[Path], pipeline: bool, batch_size: int,
+              device: str = "cpu", precision: str = "auto", raw: bool = True
               ) -> dict[str, Any]:
-    stages = Stages(data, batch_size)
-    with instrumented(stages):
+    stages = Stages(data, batch_size, device)
+    with instrumented(stages, raw):
         began = time.perf_counter()
         ranking = zoosel.rank(str(data), models=[f"local:{m}" for m in models], use_cache=False,
                               progress=False, per_class=None, batch_size=batch_size,
-                              pipeline=pipeline)
+                              pipeline=pipeline, device=device, precision=precision)
         wall = time.perf_counter() - began - stages.aside
     assert not ranking.failed, [r.error for r in ranking.failed]
     rows = {}
@@ -206,40 +212,64 @@ def rank_once(data: Path, models: list[Path], pipeline: bool, batch_size: int
             "candidates": rows, "raw": stages.raw}
 
 
-def raw_forward(data: Path, model_dir: Path, batch_size: int) -> float:
-    """Seconds of the model's own forward pass over the pre-made, pre-batched sample."""
+def raw_forward(data: Path, model_dir: Path, batch_size: int, device: str = "cpu") -> float:
+    """Seconds of the model's own forward pass over the pre-made, pre-batched sample (on
+    ``device``, with the precision and memory layout zoosel chooses there)."""
     from zoosel.data import load_target
-    from zoosel.engine.preprocess import torch_threads
+    from zoosel.engine.extract import autocast_dtype
+    from zoosel.engine.preprocess import default_precision, torch_threads, wants_channels_last
     from zoosel.types import LoadSettings
 
     source = LocalSource()
-    model = source.load(source.resolve(str(model_dir)), LoadSettings())
+    model = source.load(source.resolve(str(model_dir)), LoadSettings(device=device))
     target = load_target(str(data))
     rows = range(len(target.labels))
     with torch_threads(1):  # not timed: only quicker
         items = [model.transform(target.image(r)) for r in rows]
-    batches = [torch.stack(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
-    with torch.inference_mode():
+    layout = torch.contiguous_format
+    if wants_channels_last(device, model.module):
+        layout = torch.channels_last
+        model.module.to(memory_format=layout)
+    batches = [torch.stack(items[i:i + batch_size]).to(device).contiguous(memory_format=layout)
+               for i in range(0, len(items), batch_size)]
+    precision = default_precision(device)
+    cuda = device.startswith("cuda")
+    with torch.inference_mode(), torch.autocast(torch.device(device).type,
+                                                dtype=autocast_dtype(precision),
+                                                enabled=precision != "fp32"):
         for batch in (batches[0], batches[-1]):  # warm-up: one-time allocations, kernels
             model.forward(batch)
+        if cuda:
+            torch.cuda.synchronize()
         began = time.perf_counter()
         for batch in batches:
             model.forward(batch)
+        if cuda:
+            torch.cuda.synchronize()
         return time.perf_counter() - began
 
 
-def measure(zoo: str, threads: int, classes: int, per_class: int, batch_size: int
-            ) -> dict[str, Any]:
+def measure(zoo: str, threads: int, classes: int, per_class: int, batch_size: int,
+            device: str = "cpu") -> dict[str, Any]:
+    from zoosel.engine.preprocess import default_batch_size
+
     torch.set_num_threads(threads)
+    batch_size = batch_size or default_batch_size(device)
     models = make_models(zoo)
     data = make_jpegs(classes, per_class)
     load = os.getloadavg()
-    print(f"{zoo}: {len(models)} models, {classes} x {per_class} JPEGs, {threads} threads",
-          flush=True)
-    before = rank_once(data, models, pipeline=False, batch_size=batch_size)
+    print(f"{zoo}: {len(models)} models, {classes} x {per_class} JPEGs, {threads} threads, "
+          f"{device}", flush=True)
+    before = rank_once(data, models, pipeline=False, batch_size=batch_size, device=device)
     print(f"  before: {before['wall']:.1f}s", flush=True)
-    after = rank_once(data, models, pipeline=True, batch_size=batch_size)
+    after = rank_once(data, models, pipeline=True, batch_size=batch_size, device=device)
     print(f"  after: {after['wall']:.1f}s", flush=True)
+    agreement = None
+    if device.startswith("cuda"):  # does the default mixed precision change the ranking?
+        full = rank_once(data, models, pipeline=True, batch_size=batch_size, device=device,
+                         precision="fp32", raw=False)
+        agreement = precision_agreement(full, after)
+        print(f"  fp32 vs auto precision: {agreement}", flush=True)
     # timed right after each candidate in both runs; the faster of the two
     raw = {m.name: min(before["raw"][m.name], after["raw"][m.name]) for m in models}
     worst = 0.0
@@ -253,8 +283,27 @@ def measure(zoo: str, threads: int, classes: int, per_class: int, batch_size: in
         "cores": os.cpu_count(), "torch": torch.__version__,
         "python": platform.python_version(), "models": [m.name for m in models],
         "before": before, "after": after, "raw": raw, "max_rel_score_diff": worst,
+        "device": device, "precision_agreement": agreement,
         "command": " ".join(["benchmarks/bench_pipeline.py", *sys.argv[1:]]),
     }
+
+
+def precision_agreement(full: dict[str, Any], mixed: dict[str, Any]) -> dict[str, Any]:
+    """Per scorer: whether the candidates come in the same order with fp32 and with the
+    default precision, and the largest relative score difference."""
+    out = {}
+    names = list(next(iter(full["candidates"].values()))["scores"])
+    def order(run: dict[str, Any], name: str) -> list[str]:
+        rows = run["candidates"]
+        return sorted(rows, key=lambda c: -rows[c]["scores"].get(name, float("-inf")))
+
+    for name in names:
+        diff = max(abs(full["candidates"][c]["scores"][name] - row["scores"][name])
+                   / max(abs(full["candidates"][c]["scores"][name]), 1e-12)
+                   for c, row in mixed["candidates"].items())
+        out[name] = {"same_order": order(full, name) == order(mixed, name),
+                     "max_rel_diff": diff}
+    return out
 
 
 # --- thread settings per stage ----------------------------------------------------------------
@@ -377,8 +426,9 @@ def _section(run: dict[str, Any]) -> list[str]:
         f"Command: `PYTHONPATH=. .venv/bin/python {run['command']}`",
         "",
         f"Machine: {run['cpu']}, {run['cores']} logical cores, torch {run['torch']}, "
-        f"Python {run['python']}, CPU only. Load average when started (other jobs share "
-        f"this machine): {' '.join(f'{x:.2f}' for x in run['loadavg'])}.",
+        f"Python {run['python']}, device {run.get('device', 'cpu')}. Load average when "
+        f"started (other jobs share this machine): "
+        f"{' '.join(f'{x:.2f}' for x in run['loadavg'])}.",
         "",
         f"Data: {run['classes']} classes x {run['per_class']} JPEGs of 500 x 375 ({n} images),"
         f" batch size {run['batch_size']}, default scorers, no cache. Largest relative "
@@ -391,6 +441,11 @@ def _section(run: dict[str, Any]) -> list[str]:
         " s (after: the only decoding of the run).",
         "",
     ]
+    if run.get("precision_agreement"):
+        lines += ["Default precision on this device against fp32 (same run): "
+                  + "; ".join(f"{k}: {'same order' if v['same_order'] else 'ORDER CHANGED'}, "
+                              f"max rel. diff {v['max_rel_diff']:.1e}"
+                              for k, v in run["precision_agreement"].items()) + ".", ""]
     groups: dict[str, list[str]] = defaultdict(list)
     for cid in sorted(run["after"]["candidates"], key=lambda c: names.index(_model_of(c, names))):
         groups[_model_of(cid, names).rsplit("-s", 1)[0]].append(cid)
@@ -470,7 +525,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--per-class", type=int, default=25)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="0: zoosel's default for the device")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda...")
     parser.add_argument("--report", action="store_true", help="only rewrite the results file")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -480,8 +537,9 @@ def main() -> None:
             name, section = "threads.json", _threads_section(run)
         else:
             run = measure(args.zoo, args.threads, args.classes, args.per_class,
-                          args.batch_size)
-            name, section = f"{args.zoo}-t{args.threads}.json", _section(run)
+                          args.batch_size, args.device)
+            suffix = "" if args.device == "cpu" else f"-{args.device.replace(':', '')}"
+            name, section = f"{args.zoo}-t{args.threads}{suffix}.json", _section(run)
         if args.no_write:
             print("\n".join(section))
             return

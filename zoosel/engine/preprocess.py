@@ -31,7 +31,9 @@ MAX_WORKERS = 8
 SMALL_SCORING = 600_000
 """Scoring inputs of at most this many values (samples x feature dimension) run on one
 torch thread: on such small matrices extra threads cost more in synchronisation than
-they give (measured 4-7x slower for LogME at 250 x 768 on 2 threads)."""
+they give (LogME and the linear probe at 250 x 768 and 250 x 2048 are several times
+slower on 2 threads; from 1000 x 2048 on, 2 threads are faster: see
+benchmarks/results/pipeline.md)."""
 
 
 # --- preprocessing signatures ----------------------------------------------------------------
