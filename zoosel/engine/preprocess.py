@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 
 MAX_WORKERS = 8
-SMALL_SCORING = 600_000
+SMALL_SCORING = 200_000
 """Scoring inputs of at most this many values (samples x feature dimension) run on one
-torch thread: on such small matrices extra threads cost more in synchronisation than
-they give (LogME and the linear probe at 250 x 768 and 250 x 2048 are several times
-slower on 2 threads; from 1000 x 2048 on, 2 threads are faster: see
-benchmarks/results/pipeline.md)."""
+torch thread. On such small matrices a second thread gains nothing on an idle machine
+(LogME and the linear probe at 250 x 768: same time), while on a busy one each parallel
+region waits for a descheduled thread and small scorers can take many times longer. From
+250 x 2048 on, 2 threads are faster on an idle machine, so the default stays. Figures:
+benchmarks/results/pipeline.md ("Thread settings per stage")."""
 
 
 # --- preprocessing signatures ----------------------------------------------------------------
