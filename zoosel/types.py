@@ -75,7 +75,8 @@ class LoadedModel:
     """A candidate ready to run: the engine calls ``transform`` then ``forward``.
 
     ``transform(image)`` gives one image's input: a float tensor (3, H, W), or a mapping
-    of names to tensors (what an image processor makes for one image). The engine
+    of names to tensors (what an image processor makes for one image); it must not change
+    ``image`` in place (decoded images are shared by every candidate). The engine
     batches them with torch's default collate and moves them to the model's device, so
     ``forward(batch)`` receives a tensor (B, 3, H, W) or the same mapping batched; it
     returns ``(features, logits)``, ``logits`` being None when the model has no source

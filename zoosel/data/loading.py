@@ -43,7 +43,8 @@ class TargetDataset:
     def image(self, index: int) -> Any:
         """The RGB PIL image of row ``index`` (:class:`DatasetError` if unreadable).
 
-        With :meth:`keep_decoded`, a row is decoded once and later calls get a copy.
+        With :meth:`keep_decoded`, a row is decoded once and later calls return the same
+        image, which callers must not change in place.
         """
         from zoosel.data.images import decode
 
@@ -51,11 +52,11 @@ class TargetDataset:
         if self.decoded is not None:
             image = self.decoded.get(index)
             if image is not None:
-                return image.copy()  # a transform may change its input in place
+                return image
         value = self.data[index][self.image_column]
         image = decode(value, self.describe_row(index, value))
         if self.decoded is not None:
-            self.decoded.put(index, image.copy())
+            self.decoded.put(index, image)
         return image
 
     def keep_decoded(self, budget: int | None = None) -> TargetDataset:
