@@ -472,6 +472,11 @@ def _section(run: dict[str, Any]) -> list[str]:
         lines.append(f"| {label(group, cids)} | {raw:.3f} | {old:.3f} | {raw / old:.2f} | "
                      f"{new:.3f} | {raw / new:.2f} | {share('before', cids):.2f} | "
                      f"{share('after', cids):.2f} |")
+    ratios = {g: float(np.mean([run["raw"][_model_of(c, names)] for c in cids]))
+              / mean("after", cids) for g, cids in groups.items()}
+    low = [g for g, r in ratios.items() if r < 0.9]
+    lines += ["", f"Ratio after at least 0.9: {len(ratios) - len(low)} of {len(ratios)}"
+              + (f" (below: {', '.join(low)})." if low else ".")]
     total_raw = sum(run["raw"].values())
     lines += ["", f"All models: raw forward {total_raw:.1f} s; whole zoosel run before "
               f"{run['before']['wall']:.1f} s (ratio {total_raw / run['before']['wall']:.2f})"
@@ -492,7 +497,10 @@ def _section(run: dict[str, Any]) -> list[str]:
 
 
 def report() -> None:
-    runs = [json.loads(p.read_text()) for p in sorted(RAW.glob("*.json"))]
+    runs = [json.loads(p.read_text()) for p in RAW.glob("*.json")]
+    order = {"five": 0, "fifty": 1, "threads": 2}
+    runs.sort(key=lambda r: (order.get(r["zoo"], 3), r.get("device", "cpu"),
+                             -r.get("threads", 0)))
     lines = [
         "# Pipeline benchmark: zoosel per candidate vs the raw forward pass",
         "",
