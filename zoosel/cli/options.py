@@ -156,7 +156,7 @@ def candidate_options(func: F) -> F:
 scorer_options = option_group(title="Scoring", options=[
     click.option("--scorer", "-s", "scorers", multiple=True,
                  help="Scorer to compute (repeatable; 'all' for every one). "
-                      "Default: lfc, logme, leep, nce."),
+                      "Default: consensus, lfc, logme, leep, nce."),
     click.option("--sort-by", help="Scorer that orders the ranking (default: the first)."),
 ])
 """``--scorer`` and ``--sort-by``."""
@@ -164,11 +164,16 @@ scorer_options = option_group(title="Scoring", options=[
 _device_options = option_group(title="Device and batching", options=[
     click.option("--device", default="auto", show_default=True,
                  help="auto, cpu, cuda, cuda:1..."),
-    click.option("--batch-size", default=32, show_default=True),
+    click.option("--batch-size", type=int,
+                 help="Images per forward pass (default: 32 on CPU, 128 on a GPU; halved on "
+                      "running out of GPU memory)."),
     click.option("--workers", default=0, show_default=True,
-                 help="Data-loading worker processes."),
-    click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
-                 show_default=True, help="Autocast precision of feature extraction."),
+                 help="Threads decoding and transforming images (0: one per CPU core, at "
+                      "most 8)."),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                 default="auto", show_default=True,
+                 help="Autocast precision of feature extraction (auto: bf16 on a GPU that "
+                      "supports it, else fp32)."),
     click.option("--shard", type=click.Choice(["auto", "candidates", "samples"]),
                  default="auto", show_default=True,
                  help="With several processes: spread candidates, or each candidate's sample."),

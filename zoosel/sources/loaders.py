@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from zoosel.engine.preprocess import timm_key, transformers_key
 from zoosel.errors import CandidateError
 from zoosel.types import LoadedModel, LoadSettings
 
@@ -138,6 +139,7 @@ def load_timm(name: str, settings: LoadSettings, *, checkpoint: Path | None = No
         num_params=_count_params(model),
         has_head=has_head,
         source_classes=list(labels) if labels else None,
+        preprocess_key=timm_key(data_cfg),
     )
 
 
@@ -311,6 +313,7 @@ def load_transformers(
         has_head=kind == "head",
         source_classes=labels,
         notes=notes,
+        preprocess_key=transformers_key(processor),
     )
 
 
