@@ -15,8 +15,16 @@ import numpy as np
 from zoosel.data import Sample, TargetDataset, load_target, per_class_sample
 from zoosel.engine.cache import FeatureCache, default_cache_dir, entry_key
 from zoosel.engine.distributed import Workers, choose_mode
-from zoosel.engine.extract import resolve_device
-from zoosel.engine.runner import EngineSettings, needs_of, run_candidate, score_arrays
+from zoosel.engine.extract import autocast_dtype, resolve_device
+from zoosel.engine.preprocess import Pipeline, auto_workers, default_batch_size, default_precision
+from zoosel.engine.runner import (
+    EngineSettings,
+    Prefetcher,
+    needs_of,
+    run_candidate,
+    score_arrays,
+    will_load,
+)
 from zoosel.errors import CandidateError, NoResultsError, UnknownNameError, UsageError
 from zoosel.formats import OutputFormat
 from zoosel.plugins import collect
@@ -222,7 +230,7 @@ def rank(
     per_class: int | None = 25,
     seed: int = 0,
     device: str = "auto",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int = 0,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
@@ -236,7 +244,8 @@ def rank(
     run_dir: str | Path | None = None,
     fresh: bool = False,
     shard: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
+    pipeline: bool = True,
 ) -> Ranking:
     """Rank candidate models for ``dataset``, best first.
 
@@ -260,7 +269,17 @@ def rank(
     candidates or the sample are spread over them (``shard``: ``auto``,
     ``candidates`` or ``samples``); every process returns the same ranking.
     ``precision`` (``fp32``, ``bf16``, ``fp16``) applies to extraction only;
-    scores are always computed in float64 where the scorer needs it.
+    scores are always computed in float64 where the scorer needs it. ``auto`` is bf16
+    on a GPU that supports it, else fp32 (always fp32 on CPU).
+
+    Each sample image is decoded once per run and transformed on ``workers`` threads
+    (0: one per CPU core, at most 8); candidates with the same preprocessing share the
+    transformed images, and the next candidate loads while the current one runs.
+    ``batch_size`` None starts at 32 on CPU and 128 on a GPU, halved on running out of
+    GPU memory. ``pipeline=False`` runs the earlier way instead (each candidate decodes
+    and transforms the sample through a DataLoader of ``workers`` processes), for
+    comparisons. Scores are cached with the features: a rerun that adds a scorer
+    computes only that one.
     """
     started = time.perf_counter()
     procs = Workers.current()
@@ -281,6 +300,8 @@ def rank(
     if not models and request.is_empty():
         raise UsageError(_NO_CANDIDATES)
     target = load_target(dataset, split, image_column, label_column)
+    if pipeline:
+        target.keep_decoded()
     sample = per_class_sample(target, per_class, seed)
     candidates, skipped, failed = list_candidates(request, models)
     _say(progress, f"zoosel: {len(sample.class_names)} classes, {len(sample.indices)} samples "
@@ -292,6 +313,11 @@ def rank(
         device = procs.device or "cpu"
     load = LoadSettings(device=resolve_device(device), trust_remote_code=trust_remote_code,
                         allow_pickle=allow_pickle)
+    precision = default_precision(load.device) if precision == "auto" else precision
+    autocast_dtype(precision)  # checks the name
+    batch_size = batch_size or default_batch_size(load.device)
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1.")
     shared = {}
     timings: dict[str, float] = {}
     if Need.PROBE_FEATURES in needs:
@@ -301,9 +327,33 @@ def rank(
     settings = EngineSettings(
         load=load, batch_size=batch_size, workers=workers, cache=cache, progress=progress,
         sketch=_sketch_options(sketch), shared=shared, precision=precision,
-        source_domain=_source_domains(source_data, per_class, seed)
+        source_domain=_source_domains(source_data, per_class, seed, pipeline)
         if Need.SOURCE_MEANS in needs else None,
+        pipeline=Pipeline(workers or auto_workers(), load.device) if pipeline else None,
+        loads=Prefetcher() if pipeline else None,
     )
+    try:
+        return _rank_candidates(
+            dataset, target, sample, candidates, skipped, failed, chosen, primary, settings,
+            procs, progress, per_class, seed, source_data, run_dir, fresh, shard, results_file,
+            on_result, timings, started)
+    finally:
+        if settings.pipeline is not None:
+            settings.pipeline.close()
+        if settings.loads is not None:
+            settings.loads.close()
+
+
+def _rank_candidates(
+    dataset: str, target: TargetDataset, sample: Sample, candidates: list[Candidate],
+    skipped: list[Skipped], failed: list[CandidateResult], chosen: dict[str, Scorer],
+    primary: str, settings: EngineSettings, procs: Workers, progress: bool,
+    per_class: int | None, seed: int, source_data: Sequence[str],
+    run_dir: str | Path | None, fresh: bool, shard: str,
+    results_file: str | Path | None, on_result: Callable[[CandidateResult], None] | None,
+    timings: dict[str, float], started: float,
+) -> Ranking:
+    """The candidate loop of :func:`rank`, once its settings are made."""
     run = None
     finished: dict[str, CandidateResult] = {}
     if run_dir is not None:
@@ -330,9 +380,20 @@ def rank(
     mine = procs.my_candidates(pending) if mode == "candidates" else pending
     sharded = procs if mode == "samples" else None
     results: list[CandidateResult] = []
+
+    def prefetch(candidate: Candidate) -> Callable[[], None] | None:
+        if settings.loads is None:
+            return None
+
+        def start() -> None:
+            if will_load(candidate, target, sample, chosen, settings):
+                settings.loads.start(candidate, sources[candidate.source], settings.load)
+        return start
+
     for i, candidate in enumerate(mine, 1):
+        upcoming = prefetch(mine[i]) if i < len(mine) else None
         result = run_candidate(candidate, sources[candidate.source], target, sample, chosen,
-                               settings, sharded)
+                               settings, sharded, upcoming)
         if run is not None and (mode == "candidates" or procs.is_main):
             run.record(result)
         status = "failed: " + result.error if result.error else (
@@ -419,7 +480,7 @@ def _probe(target: TargetDataset, sample: Sample, cache: FeatureCache | None, de
 
 
 def _source_domains(
-    specs: Sequence[str], per_class: int | None, seed: int
+    specs: Sequence[str], per_class: int | None, seed: int, keep_decoded: bool = False,
 ) -> Callable[[Candidate], tuple[TargetDataset, Sample] | None]:
     """A resolver from candidate to its source-domain dataset and sample (memoised)."""
     import fnmatch
@@ -435,6 +496,8 @@ def _source_domains(
             if fnmatch.fnmatch(candidate.id, pattern) or fnmatch.fnmatch(candidate.ref, pattern):
                 if dataset not in loaded:
                     data = load_target(dataset)
+                    if keep_decoded:
+                        data.keep_decoded()
                     loaded[dataset] = (data, per_class_sample(data, per_class, seed))
                 return loaded[dataset]
         return None

@@ -74,17 +74,25 @@ class Skipped:
 class LoadedModel:
     """A candidate ready to run: the engine calls ``transform`` then ``forward``.
 
-    ``forward(batch)`` takes a float tensor (B, 3, H, W) on the model's device and
-    returns ``(features, logits)``; ``logits`` is None when the model has no
-    source classification head.
+    ``transform(image)`` gives one image's input: a float tensor (3, H, W), or a mapping
+    of names to tensors (what an image processor makes for one image). The engine
+    batches them with torch's default collate and moves them to the model's device, so
+    ``forward(batch)`` receives a tensor (B, 3, H, W) or the same mapping batched; it
+    returns ``(features, logits)``, ``logits`` being None when the model has no source
+    classification head.
+
+    ``preprocess_key`` is a stable signature of ``transform`` (see
+    :mod:`zoosel.engine.preprocess`): candidates with the same key share the
+    preprocessed sample within a run. None (always correct) shares nothing.
     """
 
     module: torch.nn.Module
-    transform: Callable[[Image.Image], torch.Tensor]
-    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+    transform: Callable[[Image.Image], Any]
+    forward: Callable[[Any], tuple[torch.Tensor, torch.Tensor | None]]
     num_params: int
     has_head: bool
     source_classes: list[str] | None = None
+    preprocess_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +218,9 @@ class Scorer:
     cost: str = ""
     raw: str = ""
     pool_normalize: Callable[[dict[str, dict[str, float]]], dict[str, float]] | None = None
+    version: str = "1"
+    """Bump when the score's computation changes: cached scores of other versions are
+    recomputed."""
 
 
 @dataclass
@@ -229,9 +240,12 @@ class CandidateResult:
     """Taken from an earlier, interrupted run of the same settings (``run_dir``)."""
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent per step: ``forward`` and ``sketch`` extraction (kept in the cache, so
-    a cached run still reports what extraction cost), ``source_domain``, and one entry per
-    scorer."""
+    """Seconds spent per step in this run: ``forward`` and ``sketch`` extraction,
+    ``source_domain``, and one entry per scorer. Steps taken from the cache are not here
+    (see ``cached_timings``)."""
+    cached_timings: dict[str, float] = field(default_factory=dict)
+    """Steps taken from the cache instead of being run (extraction steps and scorers),
+    with the seconds they took in the run that computed them."""
     notes: list[str] = field(default_factory=list)
     """What the engine had to do differently (e.g. a smaller batch after running out of
     GPU memory)."""

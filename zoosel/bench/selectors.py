@@ -91,7 +91,9 @@ def score(root: Path, profile: Profile, job: Scoring, members: Mapping[str, Path
         for name, value in result.scores.items():
             scores.setdefault(name, {})[member] = value
         for name, scorer in chosen.items():
-            seconds[name] += _cost(scorer.needs, name, result.timings)
+            # steps taken from the cache cost what they took when they ran
+            seconds[name] += _cost(scorer.needs, name,
+                                   {**result.cached_timings, **result.timings})
     for name, scorer in chosen.items():
         if Need.PROBE_FEATURES in scorer.needs:
             seconds[name] += ranking.timings.get("probe", 0.0)

@@ -123,9 +123,12 @@ scorer_options = option_group([
 engine_options = option_group([
     click.option("--device", default="auto", show_default=True,
                  help="auto, cpu, cuda, cuda:1..."),
-    click.option("--batch-size", default=32, show_default=True),
+    click.option("--batch-size", type=int,
+                 help="Images per forward pass (default: 32 on CPU, 128 on a GPU; halved on "
+                      "running out of GPU memory)."),
     click.option("--workers", default=0, show_default=True,
-                 help="Data-loading worker processes."),
+                 help="Threads decoding and transforming images (0: one per CPU core, at "
+                      "most 8)."),
     click.option("--cache-dir", help="Cache folder of features and Hub listings (default: "
                                      "$ZOOSEL_CACHE or ~/.cache/zoosel)."),
     click.option("--no-cache", is_flag=True, help="Neither read nor write the feature cache."),
@@ -148,8 +151,10 @@ engine_options = option_group([
     click.option("--shard", type=click.Choice(["auto", "candidates", "samples"]),
                  default="auto", show_default=True,
                  help="With several processes: spread candidates, or each candidate's sample."),
-    click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
-                 show_default=True, help="Autocast precision of feature extraction."),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                 default="auto", show_default=True,
+                 help="Autocast precision of feature extraction (auto: bf16 on a GPU that "
+                      "supports it, else fp32)."),
 ])
 """Device, batching, cache, safety switches, gradient-sketch, source-data, run-folder and
 distribution options."""

@@ -9,11 +9,14 @@ detected from the features; errors name the columns that were found.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoosel.errors import DatasetError, DatasetNotFoundError
+
+if TYPE_CHECKING:
+    from zoosel.data.images import DecodedImages
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 IMAGE_NAMES = ("image", "img", "pixel_values", "picture", "photo")
@@ -34,13 +37,34 @@ class TargetDataset:
     labels: list[int]
     class_names: list[str]
     fingerprint: str
+    decoded: DecodedImages | None = field(default=None, repr=False, compare=False)
+    """Decoded images kept for reuse (None: every call decodes), see :meth:`keep_decoded`."""
 
     def image(self, index: int) -> Any:
-        """The RGB PIL image of row ``index`` (:class:`DatasetError` if unreadable)."""
+        """The RGB PIL image of row ``index`` (:class:`DatasetError` if unreadable).
+
+        With :meth:`keep_decoded`, a row is decoded once and later calls get a copy.
+        """
         from zoosel.data.images import decode
 
-        value = self.data[int(index)][self.image_column]
-        return decode(value, self.describe_row(index, value))
+        index = int(index)
+        if self.decoded is not None:
+            image = self.decoded.get(index)
+            if image is not None:
+                return image.copy()  # a transform may change its input in place
+        value = self.data[index][self.image_column]
+        image = decode(value, self.describe_row(index, value))
+        if self.decoded is not None:
+            self.decoded.put(index, image.copy())
+        return image
+
+    def keep_decoded(self, budget: int | None = None) -> TargetDataset:
+        """Keep decoded images (up to ``budget`` bytes, default
+        :func:`zoosel.data.images.decoded_budget`) so candidates share them; returns self."""
+        from zoosel.data.images import DecodedImages
+
+        self.decoded = DecodedImages(budget)
+        return self
 
     def describe_row(self, index: int, value: Any = None) -> str:
         """How to name row ``index`` in a message: its file when known."""

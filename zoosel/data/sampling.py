@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from zoosel.data.loading import TargetDataset
+from zoosel.engine.preprocess import auto_workers
 from zoosel.errors import DatasetError
 
 
@@ -30,23 +32,33 @@ class Sample:
         return digest.hexdigest()[:16]
 
 
-def _readable(target: TargetDataset, rows: np.ndarray, wanted: int | None) -> np.ndarray:
+def _readable(target: TargetDataset, rows: np.ndarray, wanted: int | None,
+              pool: ThreadPoolExecutor) -> np.ndarray:
     """The first ``wanted`` rows (in the given, shuffled order) whose image decodes.
 
     Unreadable images are reported on stderr by name and replaced by the next row
     of the same class, so one broken file neither stops the run nor fails every
-    candidate.
+    candidate. Images are decoded on ``pool``, as many at a time as still wanted.
     """
-    good: list[int] = []
-    for row in rows:
-        if wanted is not None and len(good) >= wanted:
-            break
+
+    def readable(row: int) -> DatasetError | None:
         try:
-            target.image(int(row))
+            target.image(row)
         except DatasetError as exc:
-            print(f"zoosel: warning: skipping {exc}", file=sys.stderr)
-            continue
-        good.append(int(row))
+            return exc
+        return None
+
+    good: list[int] = []
+    start = 0
+    while start < len(rows) and (wanted is None or len(good) < wanted):
+        step = len(rows) - start if wanted is None else wanted - len(good)
+        chunk = [int(r) for r in rows[start:start + step]]
+        start += len(chunk)
+        for row, error in zip(chunk, pool.map(readable, chunk), strict=True):
+            if error is not None:
+                print(f"zoosel: warning: skipping {error}", file=sys.stderr)
+            else:
+                good.append(row)
     return np.asarray(good, dtype=np.int64)
 
 
@@ -62,12 +74,14 @@ def per_class_sample(target: TargetDataset, per_class: int | None = 25, seed: in
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
     kept: list[int] = []
-    for c in range(len(target.class_names)):
-        rows = _readable(target, rng.permutation(np.flatnonzero(labels == c)), per_class)
-        if rows.size == 0:
-            continue
-        chosen.append(np.sort(rows))
-        kept.append(c)
+    with ThreadPoolExecutor(auto_workers(), thread_name_prefix="zoosel-decode") as pool:
+        for c in range(len(target.class_names)):
+            rows = _readable(target, rng.permutation(np.flatnonzero(labels == c)), per_class,
+                             pool)
+            if rows.size == 0:
+                continue
+            chosen.append(np.sort(rows))
+            kept.append(c)
     if len(kept) < 2:
         raise DatasetError(
             f"{target.name} [{target.split}] has {len(kept)} class with labelled images; "

@@ -1,5 +1,8 @@
 """On-disk feature cache, so a second run that only adds a scorer runs no model.
 
+Entries also keep every score computed from their arrays (by scorer name, with the
+scorer's version and a digest of its inputs), so such a run computes only the new score.
+
 An entry is keyed by the candidate's identity (source, reference and pinned
 revision or content hash), the dataset's fingerprint, the sample drawn from it,
 and the extraction recipe version. An entry is a folder holding one ``.npy`` file
@@ -143,6 +146,22 @@ class FeatureCache:
                 doc["arrays"][name] = {"sha256": hashlib.sha256(data).hexdigest(),
                                        "shape": list(array.shape), "dtype": str(array.dtype)}
             doc["meta"] = {**doc["meta"], **meta}
+            _write_atomic(folder / "meta.json", json.dumps(doc).encode())
+
+    def peek(self, key: str) -> tuple[dict[str, Any], set[str]] | None:
+        """``(meta, array names)`` of ``key`` without reading its arrays, or None."""
+        doc = self._read_meta(self._dir(key))
+        return None if doc is None else (doc.get("meta", {}), set(doc["arrays"]))
+
+    def store_scores(self, key: str, records: dict[str, dict[str, Any]]) -> None:
+        """Add score ``records`` (by scorer name) to the entry's ``scores`` meta, keeping
+        the records other writers added meanwhile."""
+        folder = self._dir(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        with _locked(folder):
+            doc = self._read_meta(folder) or {"meta": {}, "arrays": {}}
+            scores = doc["meta"].get("scores")
+            doc["meta"]["scores"] = {**(scores if isinstance(scores, dict) else {}), **records}
             _write_atomic(folder / "meta.json", json.dumps(doc).encode())
 
     def entries(self) -> list[CacheEntryInfo]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from zoosel.engine.preprocess import Pipeline, batch_length, to_device
 from zoosel.errors import CandidateError
 from zoosel.types import LoadedModel
 
@@ -47,6 +48,21 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _batches(model: LoadedModel, get_image: Callable[[int], Any], rows: Sequence[int],
+             batch_size: int, workers: int, pipeline: Pipeline | None, key: Any) -> Iterable[Any]:
+    """The sample's batches: through the shared ``pipeline``, or (None) a DataLoader that
+    decodes and transforms every image again (``workers`` processes, 0: this one)."""
+    import torch
+
+    if pipeline is not None:
+        full_key = (model.preprocess_key, key) if model.preprocess_key and key else None
+        return pipeline.batches(model.transform, get_image, rows, batch_size, full_key)
+    return torch.utils.data.DataLoader(
+        _Images(get_image, rows, model.transform), batch_size=batch_size,
+        num_workers=workers, shuffle=False,
+    )
+
+
 def extract(
     model: LoadedModel,
     get_image: Callable[[int], Any],
@@ -57,22 +73,25 @@ def extract(
     workers: int = 0,
     progress: Callable[[int], None] | None = None,
     precision: str = "fp32",
+    pipeline: Pipeline | None = None,
+    key: Any = None,
+    channels_last: bool = False,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Run ``model`` over ``rows`` and return its arrays and the number of batches.
 
     Arrays: ``features`` (N, D) float32 always; ``source_probs`` (N, Cs) float32
     when the model has a source head (free in the same forward pass).
     ``precision`` (``fp32``, ``bf16``, ``fp16``) sets autocast for the forward pass;
-    arrays are always returned in float32.
+    arrays are always returned in float32. Images come through ``pipeline`` (shared
+    between candidates under ``key``, which identifies the images), else through a
+    DataLoader with ``workers`` processes. ``channels_last`` lays out 4-d inputs NHWC
+    (for a module already converted).
     Raises :class:`CandidateError` when the model fails or gives non-finite values,
     and lets ``torch.cuda.OutOfMemoryError`` through so the caller can retry.
     """
     import torch
 
-    loader = torch.utils.data.DataLoader(
-        _Images(get_image, rows, model.transform), batch_size=batch_size,
-        num_workers=workers, shuffle=False,
-    )
+    loader = _batches(model, get_image, rows, batch_size, workers, pipeline, key)
     feats: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
     batches = 0
@@ -82,7 +101,7 @@ def extract(
     with torch.inference_mode(), autocast:
         for batch in loader:
             try:
-                f, logits = model.forward(batch.to(device))
+                f, logits = model.forward(to_device(batch, device, channels_last))
             except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as exc:
@@ -95,7 +114,7 @@ def extract(
             if logits is not None:
                 probs.append(torch.softmax(logits.double(), dim=-1).float().cpu())
             if progress is not None:
-                progress(len(batch))
+                progress(batch_length(batch))
     arrays = {"features": torch.cat(feats).numpy()}
     if probs:
         arrays["source_probs"] = torch.cat(probs).numpy()
@@ -117,27 +136,29 @@ def extract_sketch(
     batch_size: int = 32,
     workers: int = 0,
     progress: Callable[[int], None] | None = None,
+    pipeline: Pipeline | None = None,
+    key: Any = None,
+    channels_last: bool = False,
 ) -> tuple[np.ndarray, int]:
     """Gradient sketches (N, k) of ``model`` over ``rows``, and the number of batches.
 
-    ``options`` are the fields of :class:`zoosel.engine.sketch.SketchConfig`.
+    ``options`` are the fields of :class:`zoosel.engine.sketch.SketchConfig`; images
+    come as in :func:`extract`.
     """
     import torch
 
     from zoosel.engine.sketch import GradientSketcher, SketchConfig
 
     config = SketchConfig(**{k: tuple(v) if k == "layers" else v for k, v in options.items()})
-    loader = torch.utils.data.DataLoader(
-        _Images(get_image, rows, model.transform), batch_size=batch_size,
-        num_workers=workers, shuffle=False,
-    )
+    loader = _batches(model, get_image, rows, batch_size, workers, pipeline, key)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     parts: list[torch.Tensor] = []
     with GradientSketcher(model, config, num_classes, device=device) as sketcher:
         for start, batch in zip(range(0, len(rows), batch_size), loader, strict=False):
+            size = batch_length(batch)
             try:
-                parts.append(sketcher(batch.to(device), y[start:start + len(batch)].to(device))
-                             .float().cpu())
+                parts.append(sketcher(to_device(batch, device, channels_last),
+                                      y[start:start + size].to(device)).float().cpu())
             except CandidateError:
                 raise
             except Exception as exc:
@@ -146,7 +167,7 @@ def extract_sketch(
                     f"gradient sketch failed: {text[0] if text else type(exc).__name__}"
                 ) from exc
             if progress is not None:
-                progress(len(batch))
+                progress(size)
     sketch = torch.cat(parts).numpy()
     if not np.isfinite(sketch).all():
         raise CandidateError("the model produced non-finite gradients")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,14 @@ from zoosel.data import Sample, TargetDataset
 from zoosel.engine.cache import FeatureCache, entry_key
 from zoosel.engine.distributed import Workers, in_sample_order
 from zoosel.engine.extract import extract, extract_sketch
+from zoosel.engine.preprocess import (
+    Pipeline,
+    one_torch_thread,
+    rows_digest,
+    scoring_threads,
+    torch_threads,
+    wants_channels_last,
+)
 from zoosel.errors import CandidateError, ScoringError
 from zoosel.sources.base import ModelSource
 from zoosel.types import (
@@ -49,22 +59,85 @@ class EngineSettings:
     """Source-domain data of a candidate, for scorers that need source class means."""
     precision: str = "fp32"
     """Autocast precision of feature extraction (``fp32``, ``bf16``, ``fp16``)."""
+    pipeline: Pipeline | None = None
+    """Shared preprocessing (decoded images, transform threads, shared tensors) and the
+    engine's thread policy; None: every candidate decodes and transforms the sample
+    itself through a DataLoader of ``workers`` processes, as before."""
+    loads: Prefetcher | None = None
+    """Loads the next candidate in the background while the current one runs."""
+
+
+class Prefetcher:
+    """Loads (and downloads) candidates ahead of their turn on one background thread."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="zoosel-load",
+                                        initializer=one_torch_thread)
+        self._pending: dict[str, Future[LoadedModel]] = {}
+
+    def start(self, candidate: Candidate, source: ModelSource, load: LoadSettings) -> None:
+        if candidate.id not in self._pending:
+            self._pending[candidate.id] = self._pool.submit(source.load, candidate, load)
+
+    def take(self, candidate: Candidate) -> Future[LoadedModel] | None:
+        return self._pending.pop(candidate.id, None)
+
+    def close(self) -> None:
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _LazyModel:
     """Loads the candidate on first use only, so cache hits never load it."""
 
-    def __init__(self, candidate: Candidate, source: ModelSource, settings: EngineSettings):
+    def __init__(self, candidate: Candidate, source: ModelSource, settings: EngineSettings,
+                 upcoming: Callable[[], None] | None = None):
         self.candidate, self.source, self.settings = candidate, source, settings
         self.model: LoadedModel | None = None
+        self.loaded = False
         self.batches = 0
         self.batch_size = settings.batch_size
         self.notes: list[str] = []
+        self.channels_last = False
+        self.upcoming = upcoming
 
     def get(self) -> LoadedModel:
         if self.model is None:
-            self.model = self.source.load(self.candidate, self.settings.load)
+            self.model = self._load()
+            self.loaded = True
+            device = self.settings.load.device
+            if self.settings.pipeline is not None and wants_channels_last(device,
+                                                                          self.model.module):
+                self.model.module.to(memory_format=_channels_last())
+                self.channels_last = True
+            self.start_next()
         return self.model
+
+    def _load(self) -> LoadedModel:
+        ahead = self.settings.loads.take(self.candidate) if self.settings.loads else None
+        if ahead is not None:
+            try:
+                return ahead.result()
+            except Exception:  # e.g. short of memory beside the previous model: load now
+                pass
+        return self.source.load(self.candidate, self.settings.load)
+
+    def start_next(self) -> None:
+        """Start loading the next candidate (once), now that this one needs no loading."""
+        if self.upcoming is not None:
+            upcoming, self.upcoming = self.upcoming, None
+            upcoming()
+
+    def release(self) -> None:
+        """Drop the model (and the GPU memory it held)."""
+        if self.model is not None:
+            self.model = None
+            if self.settings.load.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
 
     def features(self, target: TargetDataset, rows: Any, desc: str) -> dict[str, np.ndarray]:
         import torch
@@ -78,7 +151,9 @@ class _LazyModel:
                     arrays, batches = extract(
                         model, target.image, rows, progress=bar.update,
                         precision=self.settings.precision,
-                        **{**_loader_args(self.settings), "batch_size": self.batch_size})
+                        **{**_loader_args(self.settings, target, rows),
+                           "batch_size": self.batch_size,
+                           "channels_last": self.channels_last})
                 except torch.cuda.OutOfMemoryError as exc:
                     if self.batch_size == 1:
                         raise CandidateError("out of GPU memory even with batch size 1") \
@@ -135,17 +210,27 @@ def score_arrays(
     over the candidate pool) and notes on the scorers that could not run. With
     ``timings``, the seconds each scorer took are added to it under its name.
     """
+    outcomes = _score_outcomes(arrays, labels, num_classes, scorers)
+    if timings is not None:
+        timings.update({name: o["seconds"] for name, o in outcomes.items() if "seconds" in o})
+    return _gather(outcomes)
+
+
+def _score_outcomes(
+    arrays: Mapping[str, np.ndarray], labels: np.ndarray, num_classes: int,
+    scorers: Mapping[str, Scorer],
+) -> dict[str, dict[str, Any]]:
+    """Per scorer: ``{"value": float}``, ``{"components": {...}}``, ``{"note": why it
+    failed}`` (each with ``seconds``), or ``{"missing": why it could not run}``."""
     import torch
 
     tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    scores: dict[str, float] = {}
-    components: dict[str, dict[str, float]] = {}
-    notes: list[str] = []
+    outcomes: dict[str, dict[str, Any]] = {}
     for name, scorer in scorers.items():
         missing = [n for n in scorer.needs if n.value not in tensors]
         if missing:
-            notes.append(f"{name}: {'; '.join(_WHY_MISSING[n] for n in missing)}")
+            outcomes[name] = {"missing": "; ".join(_WHY_MISSING[n] for n in missing)}
             continue
         inputs = ScoreInputs(
             labels=y, num_classes=num_classes,
@@ -165,20 +250,93 @@ def score_arrays(
         try:
             value = scorer.fn(inputs)
         except ScoringError as exc:
-            notes.append(f"{name}: {exc}")
+            outcomes[name] = {"note": str(exc), "seconds": time.perf_counter() - began}
             continue
-        finally:
-            if timings is not None:
-                timings[name] = time.perf_counter() - began
+        seconds = time.perf_counter() - began
         values = value if isinstance(value, Mapping) else {name: value}
         bad = {k: v for k, v in values.items() if not math.isfinite(float(v))}
         if bad:
-            notes.append(f"{name}: not finite ({bad})")
+            outcomes[name] = {"note": f"not finite ({bad})", "seconds": seconds}
         elif isinstance(value, Mapping):
-            components[name] = {k: float(v) for k, v in value.items()}
+            outcomes[name] = {"components": {k: float(v) for k, v in value.items()},
+                              "seconds": seconds}
         else:
-            scores[name] = float(value)
+            outcomes[name] = {"value": float(value), "seconds": seconds}
+    return outcomes
+
+
+def _gather(outcomes: Mapping[str, Mapping[str, Any]]
+            ) -> tuple[dict[str, float], dict[str, dict[str, float]], list[str]]:
+    scores: dict[str, float] = {}
+    components: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    for name, outcome in outcomes.items():
+        if "value" in outcome:
+            scores[name] = float(outcome["value"])
+        elif "components" in outcome:
+            components[name] = {k: float(v) for k, v in outcome["components"].items()}
+        else:
+            notes.append(f"{name}: {outcome.get('note') or outcome.get('missing')}")
     return scores, components, notes
+
+
+def _input_digests(arrays: Mapping[str, np.ndarray], labels: np.ndarray, num_classes: int,
+                   scorers: Mapping[str, Scorer]) -> dict[str, str]:
+    """Per scorer, a digest of exactly what it reads (its arrays, labels, class count)."""
+    memo: dict[str, str] = {}
+
+    def digest(name: str) -> str:
+        if name not in memo:
+            array = np.ascontiguousarray(arrays[name])
+            h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+            h.update(memoryview(array).cast("B"))
+            memo[name] = h.hexdigest()[:20]
+        return memo[name]
+
+    base = hashlib.sha256(np.asarray(labels, dtype=np.int64).tobytes())
+    base.update(str(num_classes).encode())
+    out = {}
+    for name, scorer in scorers.items():
+        used = sorted(n.value for n in scorer.needs)
+        if Need.SOURCE_MEANS in scorer.needs:
+            used.append("source_weights")
+        parts = [f"{u}={digest(u)}" for u in used if u in arrays]
+        out[name] = hashlib.sha256((base.hexdigest() + "|".join(parts)).encode()).hexdigest()[:24]
+    return out
+
+
+def _score(arrays: Mapping[str, np.ndarray], sample: Sample, scorers: Mapping[str, Scorer],
+           settings: EngineSettings, key: str, meta: Mapping[str, Any],
+           result: CandidateResult) -> list[str]:
+    """Score the candidate into ``result``, reusing the scores the cache entry holds for
+    the same scorer version and inputs; returns the notes of scorers that could not run."""
+    labels, num_classes = sample.labels, len(sample.class_names)
+    digests = (_input_digests(arrays, labels, num_classes, scorers)
+               if settings.cache is not None else {})
+    held = meta.get("scores") if settings.cache is not None else None
+    held = held if isinstance(held, dict) else {}
+    reused = {name: held[name] for name, scorer in scorers.items()
+              if isinstance(held.get(name), dict) and held[name].get("version") == scorer.version
+              and held[name].get("inputs") == digests.get(name)}
+    todo = {name: scorer for name, scorer in scorers.items() if name not in reused}
+    threads = None
+    if settings.pipeline is not None and "features" in arrays:
+        import torch
+
+        n, d = np.shape(arrays["features"])[:2]
+        threads = scoring_threads(n, d, torch.get_num_threads())
+    with torch_threads(threads):
+        fresh = _score_outcomes(arrays, labels, num_classes, todo)
+    result.timings.update({n: o["seconds"] for n, o in fresh.items() if "seconds" in o})
+    result.cached_timings.update({n: float(r.get("seconds", 0.0)) for n, r in reused.items()})
+    if settings.cache is not None:
+        records = {name: {**outcome, "version": scorers[name].version, "inputs": digests[name]}
+                   for name, outcome in fresh.items() if "missing" not in outcome}
+        if records:
+            settings.cache.store_scores(key, records)
+    outcomes = {name: reused.get(name) or fresh[name] for name in scorers}
+    result.scores, result.components, notes = _gather(outcomes)
+    return notes
 
 
 def run_candidate(
@@ -189,27 +347,29 @@ def run_candidate(
     scorers: Mapping[str, Scorer],
     settings: EngineSettings,
     workers: Workers | None = None,
+    upcoming: Callable[[], None] | None = None,
 ) -> CandidateResult:
     """Extract (or read from cache) and score one candidate; failures become records.
 
     With ``workers`` (sample sharding), every process calls this for the same
     candidate: each extracts its slice of the sample, the arrays are gathered in
-    sample order, and the main process scores and shares the result.
+    sample order, and the main process scores and shares the result. ``upcoming`` is
+    called once this candidate's model is loaded (or known not to be needed): the
+    moment to start loading the next one.
     """
     start = time.perf_counter()
     result = CandidateResult(candidate=candidate.id, source=candidate.source)
-    key = entry_key(
-        candidate=candidate.identity,
-        dataset=target.fingerprint, image_column=target.image_column, sample=sample.key,
-    )
+    key = candidate_key(candidate, target, sample, settings)
     needs = needs_of(scorers)
     sketch_name = sketch_array_name(settings.sketch)
     cached = settings.cache.load(key) if settings.cache is not None else None
     meta, arrays = cached if cached is not None else ({}, {})
-    model = _LazyModel(candidate, source, settings)
+    model = _LazyModel(candidate, source, settings, upcoming)
     shard = workers is not None and workers.count > 1
     try:
         missing = _missing(needs, meta, arrays, sketch_name)
+        if not missing:
+            model.start_next()
         if missing and shard:
             assert workers is not None
             new_meta, new_arrays = _extract_sharded(model, target, sample, settings, missing,
@@ -217,24 +377,31 @@ def run_candidate(
         elif missing:
             new_meta, new_arrays = _extract(model, target, sample, settings, missing,
                                             sketch_name)
+        earlier = dict(meta.get("seconds", {}))
         if missing:
-            seconds = {**meta.get("seconds", {}), **new_meta.get("seconds", {})}
+            ran = new_meta.get("seconds", {})
+            earlier = {k: v for k, v in earlier.items() if k not in ran}
+            result.timings.update(ran)
+            seconds = {**meta.get("seconds", {}), **ran}
             meta, arrays = {**meta, **new_meta, "seconds": seconds}, {**arrays, **new_arrays}
             if settings.cache is not None and (not shard or workers.is_main):
-                settings.cache.store(key, meta, arrays)
+                settings.cache.store(key, {k: v for k, v in meta.items() if k != "scores"},
+                                     new_arrays)
         if shard and not workers.is_main:
             raise _NotMine
         if sketch_name in arrays:
             arrays = {**arrays, "gradient_sketch": arrays[sketch_name]}
-        result.timings.update(meta.get("seconds", {}))
+        used = {"forward": Need.FEATURES in needs or Need.SOURCE_PROBS in needs,
+                "sketch": Need.GRADIENT_SKETCH in needs}
+        result.cached_timings.update({k: v for k, v in earlier.items() if used.get(k, True)})
         if Need.SOURCE_MEANS in needs:
             began = time.perf_counter()
             arrays = {**arrays, **_source_means(candidate, model, settings)}
             result.timings["source_domain"] = time.perf_counter() - began
         result.num_params = meta.get("num_params")
-        result.scores, result.components, notes = score_arrays(
-            {**settings.shared, **arrays}, sample.labels, len(sample.class_names), scorers,
-            timings=result.timings)
+        model.release()
+        notes = _score({**settings.shared, **arrays}, sample, scorers, settings, key, meta,
+                       result)
         if notes and not (result.scores or result.components):
             raise CandidateError("; ".join(notes))
     except _NotMine:
@@ -243,7 +410,9 @@ def run_candidate(
         result.error = str(exc)
     except Exception as exc:  # a candidate must never take the run down
         result.error = f"{type(exc).__name__}: {exc}"
-    result.cached = model.model is None and result.error is None
+    model.release()
+    model.start_next()
+    result.cached = not model.loaded and result.error is None
     result.forward_batches = model.batches
     result.notes = model.notes
     result.seconds = time.perf_counter() - start
@@ -251,6 +420,12 @@ def run_candidate(
         assert workers is not None
         result = workers.broadcast(result)
     return result
+
+
+def _channels_last() -> Any:
+    import torch
+
+    return torch.channels_last
 
 
 class _NotMine(Exception):
@@ -282,9 +457,33 @@ def _extract_sharded(
     return gathered[0][1], in_sample_order([part for _, _, part, _ in gathered])
 
 
-def _loader_args(settings: EngineSettings) -> dict[str, Any]:
-    return dict(device=settings.load.device, batch_size=settings.batch_size,
-                workers=settings.workers)
+def candidate_key(candidate: Candidate, target: TargetDataset, sample: Sample,
+                  settings: EngineSettings) -> str:
+    """The cache entry of ``candidate`` on ``sample`` (precisions other than fp32 apart)."""
+    precision = {} if settings.precision == "fp32" else {"precision": settings.precision}
+    return entry_key(candidate=candidate.identity, dataset=target.fingerprint,
+                     image_column=target.image_column, sample=sample.key, **precision)
+
+
+def will_load(candidate: Candidate, target: TargetDataset, sample: Sample,
+              scorers: Mapping[str, Scorer], settings: EngineSettings) -> bool:
+    """Whether :func:`run_candidate` will have to load ``candidate`` (its cache entry
+    lacks arrays the scorers need), read from the entry's metadata only."""
+    if settings.cache is None:
+        return True
+    held = settings.cache.peek(candidate_key(candidate, target, sample, settings))
+    meta, names = held if held is not None else ({}, set())
+    return bool(_missing(needs_of(scorers), meta, dict.fromkeys(names),
+                         sketch_array_name(settings.sketch)))
+
+
+def _loader_args(settings: EngineSettings, target: TargetDataset | None = None,
+                 rows: Any = None) -> dict[str, Any]:
+    args: dict[str, Any] = dict(device=settings.load.device, batch_size=settings.batch_size,
+                                workers=settings.workers, pipeline=settings.pipeline)
+    if target is not None and rows is not None:
+        args["key"] = (target.fingerprint, target.image_column, rows_digest(rows))
+    return args
 
 
 def _extract(
@@ -316,7 +515,8 @@ def _extract(
                   file=sys.stderr) as bar:
             sketch, batches = extract_sketch(
                 loaded, target.image, indices, labels, len(sample.class_names),
-                settings.sketch, progress=bar.update, **_loader_args(settings))
+                settings.sketch, progress=bar.update, channels_last=model.channels_last,
+                **_loader_args(settings, target, indices))
         arrays[sketch_name] = sketch
         model.batches += batches
         seconds["sketch"] = time.perf_counter() - began

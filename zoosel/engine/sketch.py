@@ -70,6 +70,7 @@ import difflib
 import fnmatch
 import math
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -549,16 +550,20 @@ class GradientSketcher:
         return (f * w[labels]).sum(dim=1)
 
     # -- sketching
-    def __call__(self, batch: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(B, k) float32 sketches of one batch (on the CPU); rows are samples."""
+    def __call__(self, batch: Any, labels: torch.Tensor) -> torch.Tensor:
+        """(B, k) float32 sketches of one batch (a tensor or a mapping of tensors, as the
+        model's ``forward`` takes it), on the CPU; rows are samples."""
         import torch
+
+        from zoosel.engine.preprocess import batch_length
 
         if self._closed:
             raise RuntimeError("this GradientSketcher is closed.")
         if self.config.head == "label":
             labels = torch.as_tensor(labels).reshape(-1)
-            if labels.shape[0] != batch.shape[0]:
-                raise UsageError(f"{labels.shape[0]} labels for a batch of {batch.shape[0]}.")
+            if labels.shape[0] != batch_length(batch):
+                raise UsageError(f"{labels.shape[0]} labels for a batch of "
+                                 f"{batch_length(batch)}.")
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
                 raise UsageError(
                     f"labels must lie in 0..{self.num_classes - 1} for the 'label' head."
@@ -568,7 +573,8 @@ class GradientSketcher:
             layer.active = True
         try:
             with torch.inference_mode(False), torch.enable_grad():
-                batch = batch.to(self.device).clone()
+                batch = ({k: v.to(self.device).clone() for k, v in batch.items()}
+                         if isinstance(batch, Mapping) else batch.to(self.device).clone())
                 features, logits = self.model.forward(batch)
                 out = self.scalar_output(features, logits, labels)
                 b = out.shape[0]

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from zoosel.engine.preprocess import timm_key, transformers_key
 from zoosel.errors import CandidateError
 from zoosel.types import LoadedModel, LoadSettings
 
@@ -135,6 +136,7 @@ def load_timm(name: str, settings: LoadSettings, *, checkpoint: Path | None = No
         num_params=_count_params(model),
         has_head=has_head,
         source_classes=list(labels) if labels else None,
+        preprocess_key=timm_key(data_cfg),
     )
 
 
@@ -228,6 +230,7 @@ def load_transformers(
         num_params=_count_params(model),
         has_head=classifier is not None,
         source_classes=labels,
+        preprocess_key=transformers_key(processor),
     )
 
 
