@@ -88,8 +88,8 @@ class Confidence:
     def indistinguishable(self, threshold: float = INDISTINGUISHABLE_BELOW) -> bool:
         """Whether the leader's ``p_best`` is below ``threshold`` (two or more candidates)."""
         leader = self.leader
-        return leader is not None and len(self.candidates) > 1 and \
-            self.p_best[leader] < threshold
+        return bool(leader is not None and len(self.candidates) > 1 and
+            self.p_best[leader] < threshold)
 
     def p_beats(self, a: str, b: str) -> float:
         """Fraction of replicates in which ``a`` scores higher than ``b`` (ties count half;
@@ -118,8 +118,8 @@ class Confidence:
         """The ``p_best`` and ``rank_interval`` fields of one ranking row."""
         if candidate not in self.p_best:
             return {"p_best": None, "rank_interval": None}
-        return {"p_best": self.p_best[candidate],
-                "rank_interval": list(self.rank_interval[candidate])}
+        return {"p_best": float(self.p_best[candidate]),
+                "rank_interval": [int(r) for r in self.rank_interval[candidate]]}
 
     def cells(self, candidate: str) -> list[str]:
         """The two table cells of one candidate: P(best) and the rank interval."""
