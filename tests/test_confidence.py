@@ -228,3 +228,16 @@ def test_recommend_option_needs_the_resamples(tmp_path: Path):
     assert out.exit_code == 2 and "needs the confidence resamples" in out.output
     out = CliRunner().invoke(cli, [*base, "--fail-only-if-confident", "1.5"])
     assert out.exit_code == 2 and "probability" in out.output
+
+
+def test_default_replicates_from_the_environment(monkeypatch):
+    from zoosel.confidence import DEFAULT_REPLICATES, default_replicates
+    from zoosel.errors import UsageError
+
+    monkeypatch.delenv("ZOOSEL_CONFIDENCE", raising=False)
+    assert default_replicates() == DEFAULT_REPLICATES == 50
+    monkeypatch.setenv("ZOOSEL_CONFIDENCE", "0")
+    assert default_replicates() == 0
+    monkeypatch.setenv("ZOOSEL_CONFIDENCE", "many")
+    with pytest.raises(UsageError, match="ZOOSEL_CONFIDENCE"):
+        default_replicates()

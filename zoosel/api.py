@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from zoosel.confidence import DEFAULT_REPLICATES
 from zoosel.data import Sample, TargetDataset, load_target, per_class_sample
 from zoosel.engine.cache import FeatureCache, default_cache_dir, entry_key
 from zoosel.engine.distributed import Workers, choose_mode
@@ -248,7 +247,7 @@ def rank(
     shard: str = "auto",
     precision: str = "auto",
     pipeline: bool = True,
-    confidence: int = DEFAULT_REPLICATES,
+    confidence: int | None = None,
 ) -> Ranking:
     """Rank candidate models for ``dataset``, best first.
 
@@ -287,7 +286,8 @@ def rank(
     ``confidence`` resamples the per-class sample that many times (seeded by ``seed``)
     and re-ranks the candidates by the sort score on the arrays already extracted, giving
     each candidate's probability of being the best and a rank interval
-    (:attr:`Ranking.confidence`, see :mod:`zoosel.confidence`); 0 turns it off.
+    (:attr:`Ranking.confidence`, see :mod:`zoosel.confidence`); 0 turns it off, None
+    takes ``$ZOOSEL_CONFIDENCE`` or 50.
     """
     started = time.perf_counter()
     procs = Workers.current()
@@ -297,6 +297,10 @@ def rank(
     if primary not in chosen:
         raise UsageError(f"--sort-by {primary!r} is not among the chosen scorers: "
                          f"{', '.join(chosen)}.")
+    if confidence is None:
+        from zoosel.confidence import default_replicates
+
+        confidence = default_replicates()
     if confidence < 0:
         raise UsageError("--confidence must be 0 (off) or a number of resamples.")
     request = list_request(

@@ -340,7 +340,10 @@ def recommend(
         if not 0.0 < fail_only_if_confident <= 1.0:
             raise UsageError("--fail-only-if-confident must be a probability in (0, 1], "
                              f"not {fail_only_if_confident}.")
-        if kwargs.get("confidence") == 0:
+        from zoosel.confidence import default_replicates
+
+        asked = kwargs.get("confidence")
+        if (default_replicates() if asked is None else asked) == 0:
             raise UsageError("--fail-only-if-confident needs the confidence resamples; "
                              "set --confidence to a number of resamples, not 0.")
         if score is not None and kwargs.get("sort_by") not in (None, score):

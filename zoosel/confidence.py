@@ -32,6 +32,7 @@ at 0.8 the leader must come first in four resamples out of five.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
     from zoosel.types import Ranking, Scorer
 
 DEFAULT_REPLICATES = 50
-"""Replicates of ``zoosel select`` and :func:`zoosel.rank` (``--confidence``; 0: off)."""
+"""Replicates of ``zoosel select`` and :func:`zoosel.rank` (``--confidence``; 0: off),
+unless ``$ZOOSEL_CONFIDENCE`` says otherwise (:func:`default_replicates`)."""
 INDISTINGUISHABLE_BELOW = 0.8
 """A leader with a lower ``p_best`` is reported as indistinguishable from the next."""
 INTERVAL = (5.0, 95.0)
@@ -148,6 +150,20 @@ class Confidence:
                 f"{self.p_best[leader]:.2f} vs {self.p_best[second]:.2f}: {leader} vs "
                 f"{second}); the leader comes first in fewer than "
                 f"{INDISTINGUISHABLE_BELOW:.0%} of the resamples")
+
+
+def default_replicates() -> int:
+    """``$ZOOSEL_CONFIDENCE`` when set, else :data:`DEFAULT_REPLICATES`."""
+    raw = os.environ.get("ZOOSEL_CONFIDENCE", "").strip()
+    if not raw:
+        return DEFAULT_REPLICATES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise UsageError(f"ZOOSEL_CONFIDENCE={raw!r}: write 0 (off) or a number of resamples.")
+    return value
 
 
 def _method_text(method: str) -> str:

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import click
 
-from zoosel.confidence import DEFAULT_REPLICATES
 from zoosel.sources.hub_listing import SORT_KEYS, SUPPORTED_LIBRARIES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,10 +117,10 @@ scorer_options = option_group([
                  help="Scorer to compute (repeatable; 'all' for every one). "
                       "Default: lfc, logme, leep, nce."),
     click.option("--sort-by", help="Scorer that orders the ranking (default: the first)."),
-    click.option("--confidence", type=click.IntRange(min=0), default=DEFAULT_REPLICATES,
-                 show_default=True,
+    click.option("--confidence", type=click.IntRange(min=0),
                  help="Resamples of the sample re-scored by the sort score (no forward pass) "
-                      "for P(best) and a 90% rank interval; 0: off."),
+                      "for P(best) and a 90% rank interval; 0: off (default 50, or "
+                      "$ZOOSEL_CONFIDENCE)."),
 ])
 """``--scorer``, ``--sort-by`` and ``--confidence``."""
 
