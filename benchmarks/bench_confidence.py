@@ -66,11 +66,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--replicates", type=int, default=50)
+    parser.add_argument("--unlocked", action="store_true",
+                        help="say in the results that the CPU lock was not held")
     parser.add_argument("--no-write", action="store_true", help="do not write the results file")
     args = parser.parse_args()
     n, d, c, m = (100, 128, 10, 4) if args.quick else (250, 2048, 10, 10)
     b = 5 if args.quick else args.replicates
-    load = " ".join(os.getloadavg().__str__().strip("()").split(", "))
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     arrays, labels = pool(n, d, c, m)
     rows = []
     for threads in (1, 2):
@@ -102,7 +104,10 @@ def main() -> None:
         f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
         f"Python {platform.python_version()}, CPU only.",
         "",
-        f"Load average when started (other jobs share this machine): {load}.",
+        f"Load average when started (other jobs share this machine): {load}."
+        + (" Run without the exclusive CPU lock (other jobs held it): absolute seconds are "
+           "inflated by the other jobs; the ratios compare two timings of the same run."
+           if args.unlocked else ""),
         "",
         f"Data: {m} candidates of synthetic ReLU-like features with class structure "
         f"(benchmarks/_common.py), N = {n} ({c} classes x {n // c}), D = {d}, float32. "
