@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import zoosel.confidence as confidence_module
 from zoosel.api import list_scorers, rank
 from zoosel.cards import render_card
-from zoosel.ci import evaluate
+from zoosel.ci import evaluate, explain
 from zoosel.cli import cli
 from zoosel.cli import commands as _commands  # noqa: F401  (registers the commands)
 from zoosel.confidence import Confidence, assess, resamples, summarize
@@ -207,6 +207,9 @@ def test_fail_only_if_confident():
     within = evaluate(ranking, "first_mean", 0.2, "b", fail_only_if_confident=0.5)
     assert within.exit_code == 0  # the margin still applies first
     assert evaluate(ranking, "first_mean", 0.0, "a").p_worse == 0.0
+    assert "indistinguishable (P(best) 0.70 vs 0.30" in explain(plain)
+    ranking.confidence = _confidence(0.9)
+    assert evaluate(ranking, "first_mean", 0.05, "b").indistinguishable is None
 
 
 def test_indistinguishable_note():
@@ -241,3 +244,23 @@ def test_default_replicates_from_the_environment(monkeypatch):
     monkeypatch.setenv("ZOOSEL_CONFIDENCE", "many")
     with pytest.raises(UsageError, match="ZOOSEL_CONFIDENCE"):
         default_replicates()
+
+
+def test_recommend_reports_how_sure_it_is(tmp_path_factory, tmp_path):
+    get_plugin_manager().hook.register_commands(cli=cli)
+    zoo, data = build_example(tmp_path_factory.mktemp("example"), progress=False)
+    report = tmp_path / "verdict.json"
+    args = ["recommend", "--dataset", str(data), "--local-dir", str(zoo), "--per-class", "6",
+            "--cache-dir", str(tmp_path / "cache"), "-q", "--current", "resnet-a",
+            "--confidence", "10", "--json", str(report)]
+    strict = CliRunner().invoke(cli, args)
+    verdict = json.loads(report.read_text())
+    assert verdict["p_worse"] is not None and 0.0 <= verdict["p_worse"] <= 1.0
+    assert verdict["ranking"]["confidence"]["replicates"] == 10
+    if verdict["current"] != verdict["recommended"]:
+        assert f"in {verdict['p_worse']:.0%} of the resamples" in strict.output
+    lenient = CliRunner().invoke(cli, [*args, "--fail-only-if-confident", "1.0"])
+    again = json.loads(report.read_text())
+    assert again["p_worse"] == verdict["p_worse"]  # seeded: the same resamples
+    expected = 1 if again["gap"] > 0 and again["p_worse"] >= 1.0 else 0
+    assert lenient.exit_code == expected, lenient.output

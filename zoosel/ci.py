@@ -107,6 +107,8 @@ class Verdict:
     """Share of the confidence resamples in which the current model scores below the
     recommended one (None: no confidence computed, or the current model not assessed)."""
     fail_only_if_confident: float | None = None
+    indistinguishable: str | None = None
+    """The confidence note when the top candidates cannot be told apart."""
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -264,6 +266,8 @@ def evaluate(ranking: Ranking, score: str, margin: float, current: str | None = 
         verdict.message = f"no candidate has a {score} score."
         return verdict
     verdict.recommended, verdict.best_score = best.candidate, _value(best, score)
+    if ranking.confidence is not None and ranking.confidence.indistinguishable():
+        verdict.indistinguishable = ranking.confidence.indistinguishable_text()
     if current is None:
         verdict.message = "no current model given (--current): nothing to check."
         return verdict
@@ -398,6 +402,8 @@ def explain(verdict: Verdict) -> str:
         if verdict.p_worse is not None and verdict.current != verdict.recommended:
             lines.append(f"confidence:  the current model scores below the recommended one "
                          f"in {verdict.p_worse:.0%} of the resamples")
+    if verdict.indistinguishable:
+        lines.append(f"note:        {verdict.indistinguishable}")
     label = {"pass": "PASS", "fail": "FAIL"}.get(verdict.status, "ERROR")
     lines.append(f"{label} (exit {verdict.exit_code}): {verdict.message}")
     return "\n".join(lines)
@@ -426,6 +432,8 @@ def summary_markdown(verdict: Verdict, ranking: Ranking | None) -> str:
             out.append(f"The current model scores below the recommended one in "
                        f"{verdict.p_worse:.0%} of the resamples.")
         out.append("")
+    if verdict.indistinguishable:
+        out += [f"Note: {verdict.indistinguishable}.", ""]
     out += [f"{verdict.message} (exit code {verdict.exit_code})", ""]
     if ranking is not None:
         out += ["<details><summary>Full ranking</summary>", "", render_markdown(ranking).rstrip(),
