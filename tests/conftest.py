@@ -70,3 +70,6 @@ def hub() -> Iterator[FakeHub]:
 os.environ["ZOOSEL_CACHE"] = os.path.join(HF_HOME, "zoosel")
 # Tests change the FakeHub between listings: Hub listings are cached only when a test asks.
 os.environ["ZOOSEL_LISTING_TTL"] = "0"
+# Few confidence resamples by default: the machinery runs in every test, cheaply (tests of
+# the confidence itself ask for their own number).
+os.environ["ZOOSEL_CONFIDENCE"] = "5"

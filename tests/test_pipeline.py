@@ -52,6 +52,7 @@ def data(tmp_path_factory):
 
 def _rank(zoo, data, **kwargs):
     kwargs.setdefault("use_cache", False)
+    kwargs.setdefault("confidence", 0)  # these tests count the run's own scorer calls
     return zoosel.rank(str(data), local_dirs=[str(zoo)], progress=False, **kwargs)
 
 

@@ -77,8 +77,8 @@ def test_table_csv_markdown(zoo, data, tmp_path):
     common = ["select", "--dataset", str(data), "--local-dir", str(zoo), "-q",
               "--cache-dir", str(tmp_path / "cache"), "-s", "logme", "-s", "lfc"]
     table = run(*common).output
-    assert table.splitlines()[0].split() == ["rank", "candidate", "logme", "lfc", "params",
-                                             "time"]
+    assert table.splitlines()[0].split() == ["rank", "candidate", "logme", "lfc", "P(best)",
+                                             "rank(90%)", "params", "time"]
     assert "recommended: local:" in table
     rows = list(csv.DictReader(io.StringIO(run(*common, "--format", "csv").output)))
     assert [r["rank"] for r in rows] == ["1", "2", "3"]

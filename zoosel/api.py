@@ -20,6 +20,7 @@ from zoosel.engine.preprocess import Pipeline, auto_workers, default_batch_size,
 from zoosel.engine.runner import (
     EngineSettings,
     Prefetcher,
+    candidate_key,
     needs_of,
     run_candidate,
     score_arrays,
@@ -248,6 +249,7 @@ def rank(
     shard: str = "auto",
     precision: str = "auto",
     pipeline: bool = True,
+    confidence: int | None = None,
 ) -> Ranking:
     """Rank candidate models for ``dataset``, best first.
 
@@ -282,6 +284,12 @@ def rank(
     and transforms the sample through a DataLoader of ``workers`` processes), for
     comparisons. Scores are cached with the features: a rerun that adds a scorer
     computes only that one.
+
+    ``confidence`` resamples the per-class sample that many times (seeded by ``seed``)
+    and re-ranks the candidates by the sort score on the arrays already extracted, giving
+    each candidate's probability of being the best and a rank interval
+    (:attr:`Ranking.confidence`, see :mod:`zoosel.confidence`); 0 turns it off, None
+    takes ``$ZOOSEL_CONFIDENCE`` or 50.
     """
     started = time.perf_counter()
     procs = Workers.current()
@@ -291,6 +299,12 @@ def rank(
     if primary not in chosen:
         raise UsageError(f"--sort-by {primary!r} is not among the chosen scorers: "
                          f"{', '.join(chosen)}.")
+    if confidence is None:
+        from zoosel.confidence import default_replicates
+
+        confidence = default_replicates()
+    if confidence < 0:
+        raise UsageError("--confidence must be 0 (off) or a number of resamples.")
     request = list_request(
         hub_filter=hub_filter, hub_search=hub_search, hub_author=hub_author,
         hub_limit=hub_limit, hub_sort=hub_sort, pipeline_tag=pipeline_tag, library=library,
@@ -328,6 +342,7 @@ def rank(
         raise UsageError("--batch-size must be at least 1.")
     shared = {}
     timings: dict[str, float] = {}
+    kept: dict[str, dict[str, np.ndarray]] = {}
     if Need.PROBE_FEATURES in needs:
         probe = (_probe(target, sample, cache, load.device, progress) if procs.is_main
                  else (None, 0.0))
@@ -339,12 +354,19 @@ def rank(
         if Need.SOURCE_MEANS in needs else None,
         pipeline=Pipeline(workers or auto_workers(), load.device) if pipeline else None,
         loads=Prefetcher() if pipeline else None,
+        keep=_keeper(kept, chosen[primary]) if confidence else None,
     )
     try:
-        return _rank_candidates(
+        ranking = _rank_candidates(
             dataset, target, sample, candidates, skipped, failed, chosen, primary, settings,
             procs, progress, per_class, seed, source_data, run_dir, fresh, shard, results_file,
             on_result, timings, started)
+        if confidence:
+            ranking.confidence = procs.broadcast(
+                _confidence(ranking, kept, candidates, target, sample, chosen[primary],
+                            settings, confidence, seed, progress) if procs.is_main else None)
+            ranking.seconds = time.perf_counter() - started
+        return ranking
     finally:
         if settings.pipeline is not None:
             settings.pipeline.close()
@@ -436,6 +458,44 @@ def _rank_candidates(
     if not done:
         raise NoResultsError(_nothing_scored(ranking), ranking)
     return ranking
+
+
+def _keeper(kept: dict[str, dict[str, np.ndarray]], scorer: Scorer
+            ) -> Callable[[str, Mapping[str, np.ndarray]], None]:
+    """Keeps the arrays ``scorer`` reads of every candidate scored, in ``kept``."""
+    from zoosel.confidence import needed_arrays
+
+    wanted = needed_arrays(scorer)
+
+    def keep(candidate: str, arrays: Mapping[str, np.ndarray]) -> None:
+        kept[candidate] = {k: v for k, v in arrays.items() if k in wanted}
+    return keep
+
+
+def _confidence(ranking: Ranking, kept: dict[str, dict[str, np.ndarray]],
+                candidates: Sequence[Candidate], target: TargetDataset, sample: Sample,
+                scorer: Scorer, settings: EngineSettings, replicates: int, seed: int,
+                progress: bool) -> Any:
+    """:func:`zoosel.confidence.assess` on the arrays kept during the run; candidates
+    scored elsewhere (an earlier run, another process) are read back from the cache."""
+    from zoosel.confidence import assess, needed_arrays
+    from zoosel.engine.runner import sketch_array_name
+
+    wanted = needed_arrays(scorer)
+    by_id = {c.id: c for c in candidates}
+    for r in ranking.results:
+        if r.candidate in kept or r.candidate not in by_id or settings.cache is None:
+            continue
+        held = settings.cache.load(candidate_key(by_id[r.candidate], target, sample, settings))
+        if held is not None:
+            arrays = {**settings.shared, **held[1]}
+            sketch = sketch_array_name(settings.sketch)
+            if sketch in arrays:
+                arrays["gradient_sketch"] = arrays[sketch]
+            kept[r.candidate] = {k: v for k, v in arrays.items() if k in wanted}
+    _say(progress, f"zoosel: confidence, {replicates} resamples of the sample")
+    return assess(ranking, {c: a for c, a in kept.items() if wanted <= set(a)}, sample.labels,
+                  scorer, replicates, seed)
 
 
 def score(

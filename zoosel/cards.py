@@ -48,7 +48,7 @@ $num_classes classes, $num_samples images: $per_class per class, seed $seed) wit
 fine-tuning any of them. Sorted by `$sort_by`; every score is higher-is-better.
 
 **Recommended: `$recommended`**
-
+$confidence
 $table
 
 ## Scorers
@@ -62,7 +62,7 @@ Made with zoosel $version in $seconds on $generated_at.
 TEMPLATE_FIELDS = (
     "dataset", "split", "fingerprint", "classes", "num_classes", "num_samples", "per_class",
     "seed", "sort_by", "recommended", "num_candidates", "table", "scorers", "notes", "version",
-    "seconds", "generated_at",
+    "seconds", "generated_at", "confidence",
 )
 """The ``$names`` a card template may use."""
 
@@ -229,9 +229,12 @@ def _metadata(ranking: Ranking, generated_at: str | None) -> dict[str, Any]:
             {"rank": i, "id": r.candidate, "source": r.source, "parameters": r.num_params,
              "scores": {s: _finite(r.scores.get(s)) for s in ranking.scorers},
              "score_ranks": ranks[r.candidate], "seconds": round(float(r.seconds), 3),
-             "cached": r.cached, "notes": list(r.notes)}
+             "cached": r.cached, "notes": list(r.notes),
+             **(ranking.confidence.row(r.candidate) if ranking.confidence is not None else {})}
             for i, r in enumerate(ranking.results, 1)
         ],
+        **({"confidence": ranking.confidence.to_dict()} if ranking.confidence is not None
+           else {}),
         "failed": [{"id": r.candidate, "source": r.source, "error": r.error}
                    for r in ranking.failed],
         "skipped": [{"id": s.id, "reason": s.reason} for s in ranking.skipped],
@@ -279,8 +282,24 @@ def _fields(ranking: Ranking, meta: Mapping[str, Any]) -> dict[str, str]:
         "notes": (("\n## Notes\n\n" + "\n".join(row_notes) + "\n") if row_notes else "")
         + (("\n## Not ranked\n\n" + "\n".join(notes) + "\n") if notes else ""),
         "version": meta["zoosel_version"], "seconds": f"{meta['seconds']:.1f}s",
-        "generated_at": meta["generated_at"],
+        "generated_at": meta["generated_at"], "confidence": _confidence_line(ranking),
     }
+
+
+def _confidence_line(ranking: Ranking) -> str:
+    """The card's sentence on how sure the recommendation is (empty when not computed)."""
+    conf = ranking.confidence
+    leader = conf.leader if conf is not None else None
+    if conf is None or leader is None:
+        return ""
+    low, high = conf.rank_interval[leader]
+    text = (f"\nConfidence: over {conf.replicates} resamples of the per-class sample, "
+            f"re-scored by `{conf.score}`, the recommended model comes first in "
+            f"{conf.p_best[leader]:.0%} of them (90% rank interval "
+            f"{low if low == high else f'{low}-{high}'}).")
+    if conf.indistinguishable():
+        text += f" **Note: {conf.indistinguishable_text()}.**"
+    return text + "\n"
 
 
 # ---------------------------------------------------------------------- README metadata

@@ -7,6 +7,9 @@ The command ranks candidates exactly as ``zoosel select`` does (same options), t
 - explains the decision on stderr;
 - with ``--current NAME`` (or ``--current-from FILE``), compares the model the project
   uses now with the best one, and fails when it is more than ``--margin`` below it;
+- with ``--fail-only-if-confident P``, fails only when, besides, the current model scores
+  below the recommended one in at least a fraction P of the confidence resamples
+  (``--confidence``, see :mod:`zoosel.confidence`);
 - writes a JSON report (``--json FILE``) and a markdown job summary (``--summary FILE``,
   by default ``$GITHUB_STEP_SUMMARY`` when that variable is set, appended to).
 
@@ -101,6 +104,12 @@ class Verdict:
     current_rank: int | None = None
     gap: float | None = None
     """``best_score - current_score`` (never negative)."""
+    p_worse: float | None = None
+    """Share of the confidence resamples in which the current model scores below the
+    recommended one (None: no confidence computed, or the current model not assessed)."""
+    fail_only_if_confident: float | None = None
+    indistinguishable: str | None = None
+    """The confidence note when the top candidates cannot be told apart."""
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,18 +252,23 @@ def best_by(ranking: Ranking, score: str) -> CandidateResult | None:
     return best
 
 
-def evaluate(ranking: Ranking, score: str, margin: float, current: str | None = None) -> Verdict:
-    """Apply the policy: the current model may be at most ``margin`` below the best."""
+def evaluate(ranking: Ranking, score: str, margin: float, current: str | None = None,
+             fail_only_if_confident: float | None = None) -> Verdict:
+    """Apply the policy: the current model may be at most ``margin`` below the best; with
+    ``fail_only_if_confident`` P, a larger gap fails only when the current model is below
+    the best in at least a fraction P of the ranking's confidence resamples."""
     values = [v for v in (_value(r, score) for r in ranking.results) if v is not None]
     verdict = Verdict(status="pass", exit_code=EXIT_PASS, score=score, margin=margin,
                       candidates=len(ranking.results) + len(ranking.failed),
-                      current_query=current)
+                      current_query=current, fail_only_if_confident=fail_only_if_confident)
     best = best_by(ranking, score)
     if best is None:
         verdict.status, verdict.exit_code = "no-results", EXIT_NO_RESULTS
         verdict.message = f"no candidate has a {score} score."
         return verdict
     verdict.recommended, verdict.best_score = best.candidate, _value(best, score)
+    if ranking.confidence is not None and ranking.confidence.indistinguishable():
+        verdict.indistinguishable = ranking.confidence.indistinguishable_text()
     if current is None:
         verdict.message = "no current model given (--current): nothing to check."
         return verdict
@@ -283,7 +297,19 @@ def evaluate(ranking: Ranking, score: str, margin: float, current: str | None = 
     verdict.current_score = value
     verdict.current_rank = 1 + sum(v > value for v in values)
     verdict.gap = max(verdict.best_score - value, 0.0)
-    if verdict.gap > margin:
+    conf = ranking.confidence
+    if (conf is not None and conf.score == score and conf.values is not None
+            and match in conf.candidates and best.candidate in conf.candidates):
+        verdict.p_worse = 0.0 if match == best.candidate else conf.p_beats(best.candidate, match)
+    unsure = (fail_only_if_confident is not None and verdict.p_worse is not None
+              and verdict.p_worse < fail_only_if_confident)
+    if verdict.gap > margin and unsure:
+        assert verdict.p_worse is not None and fail_only_if_confident is not None
+        verdict.message = (f"the current model is {verdict.gap:.4f} below the best by {score}, "
+                           f"more than the margin {margin:g}, but it scores below "
+                           f"{best.candidate} in only {verdict.p_worse:.0%} of the resamples "
+                           f"(fails from {fail_only_if_confident:.0%}): not confidently worse.")
+    elif verdict.gap > margin:
         verdict.status, verdict.exit_code = "fail", EXIT_POLICY
         verdict.message = (f"the current model is {verdict.gap:.4f} below the best by {score}, "
                            f"more than the margin {margin:g}; consider {best.candidate}.")
@@ -302,6 +328,7 @@ def recommend(
     score: str | None = None,
     margin: float = 0.0,
     progress: bool = True,
+    fail_only_if_confident: float | None = None,
 ) -> tuple[Ranking | None, Verdict]:
     """Rank with :func:`zoosel.api.rank` (``rank_kwargs``) and apply the policy.
 
@@ -314,6 +341,20 @@ def recommend(
     if margin < 0 or not math.isfinite(margin):
         raise UsageError(f"--margin must be a finite number >= 0, not {margin}.")
     kwargs = dict(rank_kwargs)
+    if fail_only_if_confident is not None:
+        if not 0.0 < fail_only_if_confident <= 1.0:
+            raise UsageError("--fail-only-if-confident must be a probability in (0, 1], "
+                             f"not {fail_only_if_confident}.")
+        from zoosel.confidence import default_replicates
+
+        asked = kwargs.get("confidence")
+        if (default_replicates() if asked is None else asked) == 0:
+            raise UsageError("--fail-only-if-confident needs the confidence resamples; "
+                             "set --confidence to a number of resamples, not 0.")
+        if score is not None and kwargs.get("sort_by") not in (None, score):
+            raise UsageError("--fail-only-if-confident: the confidence resamples re-score "
+                             f"the sort score ({kwargs['sort_by']}), not --score {score}; "
+                             "drop --sort-by or make it the same.")
     if score is not None:
         scorers = list(kwargs.get("scorers") or ())
         if not scorers:
@@ -334,7 +375,8 @@ def recommend(
         if failed_ranking is not None:
             verdict.candidates = len(failed_ranking.failed)
         return failed_ranking, verdict
-    return ranking, evaluate(ranking, score or ranking.primary, margin, current)
+    return ranking, evaluate(ranking, score or ranking.primary, margin, current,
+                             fail_only_if_confident)
 
 
 # --- reports -------------------------------------------------------------------------------
@@ -355,7 +397,14 @@ def explain(verdict: Verdict) -> str:
                      f"{_num(verdict.current_score)}, rank {verdict.current_rank}, "
                      f"{_num(verdict.gap)} below the best)")
         lines.append(f"policy:      fail when more than {verdict.margin:g} below the best "
-                     f"(in {verdict.score} units, higher is better)")
+                     f"(in {verdict.score} units, higher is better)"
+                     + (f" and below it in at least {verdict.fail_only_if_confident:.0%} of "
+                        "the resamples" if verdict.fail_only_if_confident is not None else ""))
+        if verdict.p_worse is not None and verdict.current != verdict.recommended:
+            lines.append(f"confidence:  the current model scores below the recommended one "
+                         f"in {verdict.p_worse:.0%} of the resamples")
+    if verdict.indistinguishable:
+        lines.append(f"note:        {verdict.indistinguishable}")
     label = {"pass": "PASS", "fail": "FAIL"}.get(verdict.status, "ERROR")
     lines.append(f"{label} (exit {verdict.exit_code}): {verdict.message}")
     return "\n".join(lines)
@@ -376,8 +425,16 @@ def summary_markdown(verdict: Verdict, ranking: Ranking | None) -> str:
         out.append("")
     if verdict.current_query is not None:
         out.append(f"Policy: fail when the current model is more than **{verdict.margin:g}** "
-                   f"below the best by `{verdict.score}` (higher is better).")
+                   f"below the best by `{verdict.score}` (higher is better)"
+                   + (f" and below it in at least **{verdict.fail_only_if_confident:.0%}** of "
+                      "the confidence resamples" if verdict.fail_only_if_confident is not None
+                      else "") + ".")
+        if verdict.p_worse is not None and verdict.current != verdict.recommended:
+            out.append(f"The current model scores below the recommended one in "
+                       f"{verdict.p_worse:.0%} of the resamples.")
         out.append("")
+    if verdict.indistinguishable:
+        out += [f"Note: {verdict.indistinguishable}.", ""]
     out += [f"{verdict.message} (exit code {verdict.exit_code})", ""]
     if ranking is not None:
         out += ["<details><summary>Full ranking</summary>", "", render_markdown(ranking).rstrip(),
@@ -419,6 +476,9 @@ def report_json(verdict: Verdict, ranking: Ranking | None) -> str:
 @click.option("--margin", type=float, default=0.0, show_default=True,
               help="Fail when the current model's score is more than this below the best, "
                    "in the score's own units (an absolute difference).")
+@click.option("--fail-only-if-confident", type=float, metavar="P",
+              help="Fail only when the current model also scores below the recommended one "
+                   "in at least a fraction P of the --confidence resamples (e.g. 0.9).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False),
               help="Write the verdict and the full ranking as JSON here.")
 @click.option("--summary", "summary_file", type=click.Path(dir_okay=False),
@@ -428,7 +488,8 @@ def report_json(verdict: Verdict, ranking: Ranking | None) -> str:
 @quiet_option
 @friendly_errors
 def recommend_cmd(current: str | None, current_from: str | None, current_key: str,
-                  score: str | None, margin: float, json_file: str | None,
+                  score: str | None, margin: float, fail_only_if_confident: float | None,
+                  json_file: str | None,
                   summary_file: str | None, quiet: bool, **options: Any) -> None:
     """Recommend a backbone and check the current one, for CI pipelines.
 
@@ -445,7 +506,8 @@ def recommend_cmd(current: str | None, current_from: str | None, current_key: st
     if current_from:
         current = read_current_from(current_from, current_key)
     ranking, verdict = recommend(rank_arguments(options), current=current, score=score,
-                                 margin=margin, progress=not quiet)
+                                 margin=margin, progress=not quiet,
+                                 fail_only_if_confident=fail_only_if_confident)
     if json_file:
         Path(json_file).write_text(report_json(verdict, ranking), encoding="utf-8")
     if summary_file:

@@ -39,13 +39,16 @@ def _params(n: int | None) -> str:
 
 
 def _rows(ranking: Ranking) -> tuple[list[str], list[list[str]]]:
-    header = ["rank", "candidate", *ranking.scorers, "params", "time"]
+    conf = ranking.confidence
+    sure = ["P(best)", "rank(90%)"] if conf is not None else []
+    header = ["rank", "candidate", *ranking.scorers, *sure, "params", "time"]
     rows = []
     for i, r in enumerate(ranking.results, 1):
         scores = [_num(r.scores.get(s)) for s in ranking.scorers]
         cached = " (cached)" if r.cached else ""
         time_cell = f"{r.seconds:.1f}s{cached}"
-        rows.append([str(i), r.candidate, *scores, _params(r.num_params), time_cell])
+        cells = conf.cells(r.candidate) if conf is not None else []
+        rows.append([str(i), r.candidate, *scores, *cells, _params(r.num_params), time_cell])
     return header, rows
 
 
@@ -68,6 +71,8 @@ def _notes(ranking: Ranking) -> list[str]:
         from zoosel.agreement import notes
 
         lines += notes(ranking)
+        if ranking.confidence is not None:
+            lines += ranking.confidence.notes()
         lines.append(f"recommended: {ranking.best.candidate}")
     return lines
 
@@ -114,12 +119,20 @@ def render_csv(ranking: Ranking) -> str:
     """One row per scored or failed candidate; full-precision scores."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["rank", "candidate", "source", *ranking.scorers, "params", "seconds", "error"])
+    conf = ranking.confidence
+    sure = ["p_best", "rank_low", "rank_high"] if conf is not None else []
+    writer.writerow(["rank", "candidate", "source", *ranking.scorers, "params", "seconds",
+                     "error", *sure])
 
     def row(rank: str, r: CandidateResult) -> list[Any]:
         scores = [r.scores.get(s, "") for s in ranking.scorers]
+        extra = []
+        if conf is not None:
+            held = conf.row(r.candidate)
+            extra = ["", "", ""] if held["p_best"] is None else [
+                held["p_best"], *held["rank_interval"]]
         return [rank, r.candidate, r.source, *scores, r.num_params or "", f"{r.seconds:.3f}",
-                r.error or ""]
+                r.error or "", *extra]
 
     for i, r in enumerate(ranking.results, 1):
         writer.writerow(row(str(i), r))

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from zoosel.confidence import Confidence
+
 
 class Need(str, enum.Enum):
     """What a scorer asks the engine to extract."""
@@ -313,6 +315,8 @@ class Ranking:
     pool_relative: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds of work shared by all candidates (``probe``: training RSA's probe network)."""
+    confidence: Confidence | None = None
+    """How sure the order is under resampling of the sample (None: not computed)."""
 
     @property
     def best(self) -> CandidateResult | None:
@@ -330,10 +334,17 @@ class Ranking:
             "scorers": self.scorers,
             "primary": self.primary,
             "pool_relative": self.pool_relative,
-            "ranking": [dict(rank=i + 1, **r.to_dict()) for i, r in enumerate(self.results)],
+            "ranking": [dict(rank=i + 1, **r.to_dict(), **self._confidence_row(r.candidate))
+                        for i, r in enumerate(self.results)],
             "failed": [r.to_dict() for r in self.failed],
             "skipped": [asdict(s) for s in self.skipped],
             "seconds": self.seconds,
             "timings": self.timings,
             "agreement": summarize(self),
+            "confidence": self.confidence.to_dict() if self.confidence is not None else None,
         }
+
+    def _confidence_row(self, candidate: str) -> dict[str, Any]:
+        if self.confidence is None:
+            return {"p_best": None, "rank_interval": None}
+        return self.confidence.row(candidate)

@@ -158,8 +158,12 @@ scorer_options = option_group(title="Scoring", options=[
                  help="Scorer to compute (repeatable; 'all' for every one). "
                       "Default: consensus, lfc, logme, leep, nce."),
     click.option("--sort-by", help="Scorer that orders the ranking (default: the first)."),
+    click.option("--confidence", type=click.IntRange(min=0),
+                 help="Resamples of the sample re-scored by the sort score (no forward pass) "
+                      "for P(best) and a 90% rank interval; 0: off (default 50, or "
+                      "$ZOOSEL_CONFIDENCE)."),
 ])
-"""``--scorer`` and ``--sort-by``."""
+"""``--scorer``, ``--sort-by`` and ``--confidence``."""
 
 _device_options = option_group(title="Device and batching", options=[
     click.option("--device", default="auto", show_default=True,
@@ -229,7 +233,7 @@ RANK_OPTION_NAMES = (
     "listing_ttl", "timm_pattern", "local_dir", "scorers", "sort_by", "device", "batch_size",
     "workers", "cache_dir", "no_cache", "trust_remote_code", "allow_pickle", "sketch_dim",
     "sketch_layer", "sketch_head", "sketch_seed", "source_data", "run_dir", "fresh", "shard",
-    "precision",
+    "precision", "confidence",
 )
 """Parameter names the option groups above define (``quiet`` aside)."""
 
@@ -265,5 +269,5 @@ def rank_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
         sketch={"k": o["sketch_dim"], "layers": o["sketch_layer"] or None,
                 "head": o["sketch_head"], "seed": o["sketch_seed"]},
         source_data=o["source_data"], run_dir=o["run_dir"], fresh=o["fresh"],
-        shard=o["shard"], precision=o["precision"],
+        shard=o["shard"], precision=o["precision"], confidence=o["confidence"],
     )

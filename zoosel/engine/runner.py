@@ -65,6 +65,8 @@ class EngineSettings:
     itself through a DataLoader of ``workers`` processes, as before."""
     loads: Prefetcher | None = None
     """Loads the next candidate in the background while the current one runs."""
+    keep: Callable[[str, Mapping[str, np.ndarray]], None] | None = None
+    """Receives each candidate's id and the arrays it is scored on (for confidence)."""
 
 
 class Prefetcher:
@@ -401,6 +403,8 @@ def run_candidate(
             result.timings["source_domain"] = time.perf_counter() - began
         result.num_params = meta.get("num_params")
         model.release()
+        if settings.keep is not None:
+            settings.keep(candidate.id, {**settings.shared, **arrays})
         notes = _score({**settings.shared, **arrays}, sample, scorers, settings, key, meta,
                        result)
         if notes and not (result.scores or result.components):
