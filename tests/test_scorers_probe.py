@@ -520,3 +520,24 @@ def test_gpu_matches_cpu() -> None:
     yt = _t(y)
     assert knn_accuracy(f.cuda(), yt.cuda(), block_size=5) == knn_accuracy(f, yt)
     assert linear_probe_accuracy(f.cuda(), yt.cuda()) == linear_probe_accuracy(f, yt)
+
+
+def test_probe_folds_in_parallel_give_the_one_thread_result() -> None:
+    # T threads fit T folds at once, one thread each: bit-identical to a one-thread run,
+    # and the caller's thread count is restored.
+    rng = np.random.default_rng(8)
+    y = _labels(rng, 90, [2, 1, 1])
+    f = _t(np.maximum(_informative(rng, y, 60, noise=2.0), 0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = linear_probe(f, _t(y))
+        torch.set_num_threads(3)
+        three = linear_probe(f, _t(y))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert one.accuracy == three.accuracy
+    assert torch.equal(one.credit, three.credit)
+    for a, b in zip(one.fits, three.fits, strict=True):
+        assert torch.equal(a.weight, b.weight) and a.iterations == b.iterations

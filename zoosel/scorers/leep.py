@@ -77,9 +77,9 @@ def leep(source_probs: torch.Tensor, labels: torch.Tensor, num_classes: int | No
             own = torch.index_select(cond, 0, y[start:stop], out=picked[: stop - start])
             torch.sum(own.mul_(rows), dim=1, out=eep[start:stop])
         eep /= sums
-    if not bool((eep > 0).all()):
-        raise ScoringError("LEEP: a sample has zero expected empirical prediction.")
-    result = float(torch.log(eep).mean())
+        if not bool((eep > 0).all()):
+            raise ScoringError("LEEP: a sample has zero expected empirical prediction.")
+        result = float(torch.log(eep).mean())
     if not math.isfinite(result):
         raise ScoringError("LEEP is not finite for these inputs.")
     return result

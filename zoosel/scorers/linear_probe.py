@@ -72,12 +72,13 @@ the start; plus O(N D r) once for the principal directions.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from zoosel.errors import ScoringError
 from zoosel.hookspecs import hookimpl
-from zoosel.scorers.inputs import as_float64, check_labels
+from zoosel.scorers.inputs import as_float64, check_labels, torch_threads
 from zoosel.types import Need, ScoreInputs, Scorer
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ _MIN_STEP = 1e-12
 _EXACT_EIGH_DIM = 256  # up to this many features the preconditioner's eigh is exact
 _SUBSPACE_RATIO = 2  # warm-start in the top-r subspace when D > 2 r
 _SUBSPACE_GTOL = 1e-5
+_PARALLEL_FOLDS = True  # fit the folds on the caller's threads at once, one thread each
 
 
 # ---------------------------------------------------------------------------- folds
@@ -542,22 +544,16 @@ def linear_probe(
         sub = (vec, z_all, Preconditioner.from_features(z_all, h, l2, rank))
     del x_all
 
-    credit = torch.zeros(n, dtype=x.dtype, device=x.device)
-    fits: list[LogisticFit | None] = []
-    classes_per_fold = []
-    for k in range(n_folds):
+    def one_fold(k: int) -> tuple[torch.Tensor, torch.Tensor, LogisticFit | None, torch.Tensor]:
         test = (fold == k).nonzero().squeeze(1)
         train = (fold != k).nonzero().squeeze(1)
         classes, y_train = torch.unique(y[train], return_inverse=True)
-        classes_per_fold.append(classes)
         # position of each test label among the training classes, -1 when absent
         lookup = torch.full((int(y.max()) + 1,), -1, dtype=torch.int64, device=x.device)
         lookup[classes] = torch.arange(classes.numel(), device=x.device)
         target = lookup[y[test]]
         if classes.numel() == 1:
-            fits.append(None)
-            credit[test] = (target == 0).to(x.dtype)
-            continue
+            return test, classes, None, (target == 0).to(x.dtype)
         mu, inv = standardise(x[train])
         if not bool((inv > 0).any()):
             fit = _bias_only(y_train, classes.numel(), d, x.dtype, x.device)
@@ -581,8 +577,25 @@ def linear_probe(
                 max_iter=max_iter, preconditioner=precond, init=init,
             )
             logits = ((x[test] - mu) * inv) @ fit.weight + fit.bias
-        fits.append(fit)
-        credit[test] = _credit(logits, target)
+        return test, classes, fit, _credit(logits, target)
+
+    # The folds are independent: with T torch threads, T folds are fitted at once, each
+    # on one thread (its many small L-BFGS operations gain nothing from more threads, and
+    # an operation split over busy cores waits for the slowest). Every fold's arithmetic
+    # is the same as in a one-thread run, so the result does not depend on T.
+    on_cpu = x.device.type == "cpu" and _PARALLEL_FOLDS
+    workers = min(n_folds, torch.get_num_threads()) if on_cpu else 1
+    with torch_threads(1 if on_cpu else torch.get_num_threads()):
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                outcomes = list(pool.map(one_fold, range(n_folds)))
+        else:
+            outcomes = [one_fold(k) for k in range(n_folds)]
+    credit = torch.zeros(n, dtype=x.dtype, device=x.device)
+    for test, _, _, fold_credit in outcomes:
+        credit[test] = fold_credit
+    fits = [fit for _, _, fit, _ in outcomes]
+    classes_per_fold = [classes for _, classes, _, _ in outcomes]
     accuracy = float(credit.mean())
     if not math.isfinite(accuracy):
         raise ScoringError("linear probe accuracy is not finite.")

@@ -26,6 +26,7 @@ from zoosel.scorers.inputs import (
     check_probability_rows,
     probability_matrix,
     row_blocks,
+    torch_threads,
 )
 from zoosel.types import Need, ScoreInputs, Scorer
 
@@ -63,16 +64,18 @@ def negative_conditional_entropy(
     num_z = z_high + 1
     codes = y * num_z + z
     cells = (int(y.max()) + 1) * num_z
-    if cells <= 4 * n + _DENSE_CELLS:
-        pair_counts = torch.bincount(codes, minlength=cells)
-        pairs = pair_counts.nonzero().squeeze(1)
-        pair_counts = pair_counts[pairs]
-    else:
-        pairs, pair_counts = torch.unique(codes, return_counts=True)
-    z_counts = torch.bincount(z, minlength=num_z)
-    n_yz = pair_counts.to(torch.float64)
-    n_z = z_counts[pairs % num_z].to(torch.float64)
-    result = float((n_yz * torch.log(n_yz / n_z)).sum()) / n
+    # one thread: small operations, and a float64 log on several threads can cost ms
+    with torch_threads(1):
+        if cells <= 4 * n + _DENSE_CELLS:
+            pair_counts = torch.bincount(codes, minlength=cells)
+            pairs = pair_counts.nonzero().squeeze(1)
+            pair_counts = pair_counts[pairs]
+        else:
+            pairs, pair_counts = torch.unique(codes, return_counts=True)
+        z_counts = torch.bincount(z, minlength=num_z)
+        n_yz = pair_counts.to(torch.float64)
+        n_z = z_counts[pairs % num_z].to(torch.float64)
+        result = float((n_yz * torch.log(n_yz / n_z)).sum()) / n
     if not math.isfinite(result):
         raise ScoringError("NCE is not finite for these inputs.")
     return result
