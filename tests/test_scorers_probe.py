@@ -541,3 +541,21 @@ def test_probe_folds_in_parallel_give_the_one_thread_result() -> None:
     assert torch.equal(one.credit, three.credit)
     for a, b in zip(one.fits, three.fits, strict=True):
         assert torch.equal(a.weight, b.weight) and a.iterations == b.iterations
+
+
+def test_knn_float32_screen_gives_the_float64_result(monkeypatch) -> None:
+    # Near-ties finer than float32 (pairs 1e-9 apart, groups of rows at almost equal
+    # angles): the screened credits equal those of float64 similarities throughout.
+    rng = np.random.default_rng(12)
+    n, d = 160, 24
+    y = rng.integers(0, 4, n)
+    base = rng.normal(size=(n // 2, d))
+    f = np.concatenate([base, base + 1e-9 * rng.normal(size=base.shape)])
+    f[:40] = f[0] + 1e-7 * rng.normal(size=(40, d))  # 40 rows within float32 noise
+    ft, yt = _t(f), _t(y)
+    screened = knn_credits(ft, yt, k=5, block_size=37)
+    monkeypatch.setattr(knn_mod, "_screening", lambda x: (x, 0.0))
+    exact = knn_credits(ft, yt, k=5, block_size=37)
+    assert torch.equal(screened, exact)
+    # and the double loop with scipy's cosine agrees
+    assert screened.tolist() == pytest.approx(_knn_reference(f, y, 5), abs=1e-12)

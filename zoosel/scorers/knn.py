@@ -46,11 +46,14 @@ Direction: higher is better (an accuracy in [0, 1]); no sign flip.
 
 Cost: the N x N similarities are never held at once. Rows are processed in panels of B
 rows against the rows that follow them (the upper triangle only, ~N^2 D / 2
-multiply-adds in all), each panel giving its rows and, by symmetry, the later rows
-their best k' + 1 candidates with ``torch.topk``; a running top-(k' + 1) per row is
-merged panel by panel. Rows whose (k' + 1)-th candidate ties the k'-th (rare outside
-degenerate data) are recomputed against all samples to apply the tie rule. Time
-O(N^2 D), memory O(B N + N k).
+multiply-adds in all, in float32), each panel giving its rows and, by symmetry, the
+later rows their best k' + 1 candidates with ``torch.topk``; a running top-(k' + 1) per
+row is merged panel by panel. The float32 similarities are screens only: a row whose
+k'-th and (k' + 1)-th float32 similarities differ by more than twice the float32
+error bound (gamma_(D+4), about 1.2e-4 at D = 2048) has the exact top k', untied; the
+other rows (near ties, a few per cent of typical data, all of degenerate data) are
+recomputed in float64 against all samples and get the tie rule. So the result is that
+of float64 similarities. Time O(N^2 D), memory O(B N + N k).
 """
 
 from __future__ import annotations
@@ -101,6 +104,26 @@ def unit_rows(features: torch.Tensor) -> torch.Tensor:
 def panel_rows(n: int) -> int:
     """Rows per similarity panel by default: a (rows, N) float64 panel within 64 MiB."""
     return max(64, _PANEL_BYTES // (8 * n))
+
+
+def _screening(x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The unit rows ``x`` (float64) for the similarity screen, and the bound on the error
+    of a screened similarity.
+
+    In float32 the error of a_i . a_j for unit rows is at most gamma_(D+4) =
+    (D+4) u / (1 - (D+4) u), u = 2^-24 (rounding of the rows, then of the D products and
+    sums in any order). When float32 matrix products may run in lower precision (TF32,
+    bfloat16) or D is too large for the bound, the screen is float64 and exact (bound 0).
+    """
+    import torch
+
+    d = x.shape[1]
+    tf32 = x.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    exact32 = torch.get_float32_matmul_precision() == "highest" and not tf32
+    units = (d + 4) * 2.0**-24
+    if not exact32 or units > 0.01:
+        return x, 0.0
+    return x.to(torch.float32), units / (1 - units)
 
 
 def _merge(
@@ -170,11 +193,16 @@ def knn_credits(
     block = block_size or panel_rows(n)
     keep = k + 1  # <= N; the (k+1)-th candidate tells whether the k-th is tied
 
-    vals = torch.full((n, keep), -torch.inf, dtype=x.dtype, device=x.device)
+    # Screen in float32, where the products are twice as fast, and keep a row's float32
+    # top k only when its k-th and (k+1)-th similarities differ by more than twice the
+    # float32 error bound (then they are the exact top k and not tied); the other rows
+    # are recomputed in float64 against all samples.
+    screen, margin = _screening(x)
+    vals = torch.full((n, keep), -torch.inf, dtype=screen.dtype, device=x.device)
     idx = torch.full((n, keep), -1, dtype=torch.int64, device=x.device)
     for start in range(0, n, block):
         stop = min(start + block, n)
-        panel = x[start:stop] @ x[start:].T  # rows start:stop against start:n
+        panel = screen[start:stop] @ screen[start:].T  # rows start:stop against start:n
         diag = torch.arange(stop - start, device=x.device)
         panel[diag, diag] = -torch.inf  # only index i itself is excluded
         m = min(keep, panel.shape[1])
@@ -185,19 +213,20 @@ def knn_credits(
             m = min(keep, stop - start)
             cv, ci = torch.topk(panel[:, stop - start:], m, dim=0)
             vals[stop:], idx[stop:] = _merge(vals[stop:], idx[stop:], cv.T, ci.T + start)
+    del panel
 
     credit = torch.empty(n, dtype=x.dtype, device=x.device)
     # When k = N - 1 the (k+1)-th candidate is i itself, at -inf: never a tie.
-    boundary = vals[:, k] >= vals[:, k - 1] - TIE_TOL
-    plain = (~boundary).nonzero().squeeze(1)
+    sure = (vals[:, k - 1] - vals[:, k]).to(torch.float64) > 2 * margin + TIE_TOL
+    plain = sure.nonzero().squeeze(1)
     if plain.numel():
         votes = torch.zeros(plain.numel(), c, dtype=x.dtype, device=x.device)
         votes.scatter_add_(1, y[idx[plain, :k]], torch.ones(plain.numel(), k, dtype=x.dtype,
                                                            device=x.device))
         credit[plain] = _credit_from_votes(votes, y[plain])
-    tied = boundary.nonzero().squeeze(1)
-    if tied.numel():
-        credit[tied] = _tied_rows_credit(x, tied, y, k, c, block)
+    close = (~sure).nonzero().squeeze(1)
+    if close.numel():
+        credit[close] = _tied_rows_credit(x, close, y, k, c, block)
     return credit
 
 
