@@ -554,8 +554,9 @@ def test_knn_float32_screen_gives_the_float64_result(monkeypatch) -> None:
     f[:40] = f[0] + 1e-7 * rng.normal(size=(40, d))  # 40 rows within float32 noise
     ft, yt = _t(f), _t(y)
     screened = knn_credits(ft, yt, k=5, block_size=37)
-    monkeypatch.setattr(knn_mod, "_screening", lambda x: (x, 0.0))
+    monkeypatch.setattr(knn_mod, "_screen_margin", lambda d, device: 0.0)
     exact = knn_credits(ft, yt, k=5, block_size=37)
     assert torch.equal(screened, exact)
+    assert torch.equal(ft, _t(f))  # the input is left as it was
     # and the double loop with scipy's cosine agrees
     assert screened.tolist() == pytest.approx(_knn_reference(f, y, 5), abs=1e-12)

@@ -6,6 +6,7 @@ import torch
 from _common import best_of, make_data, rel_diff
 
 from zoosel.scorers import knn as knn_mod
+from zoosel.scorers.inputs import check_labels
 from zoosel.scorers.knn import knn_accuracy, unit_rows
 
 SCORE = "knn"
@@ -54,14 +55,47 @@ def transformer_ranker(f: torch.Tensor, y: torch.Tensor, k: int = K,
     return float((predicted == y).to(torch.float64).mean())
 
 
-def zoosel_01(f: torch.Tensor, y: torch.Tensor) -> float:
-    """zoosel 0.1's route: the same panels with float64 similarities throughout."""
-    saved = knn_mod._screening
-    knn_mod._screening = lambda x: (x, 0.0)
-    try:
-        return knn_accuracy(f, y, k=K)
-    finally:
-        knn_mod._screening = saved
+def zoosel_01(f: torch.Tensor, y: torch.Tensor, k: int = K) -> float:
+    """zoosel 0.1's route, as it was: float64 unit rows (separate checking and scaling
+    passes), float64 upper-triangle panels of 64 MiB, running top-(k+1), tied rows
+    recomputed against all samples."""
+    x = f.detach().to(torch.float64)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("non-finite features")
+    peak = x.abs().amax(dim=1, keepdim=True)
+    x = x / torch.where(peak > 0, peak, 1.0)
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    x = x / torch.where(norm > 0, norm, 1.0)
+    n = x.shape[0]
+    y = check_labels(y, n, None)
+    k = min(k, n - 1)
+    c = int(y.max()) + 1
+    block = knn_mod.panel_rows(n)
+    keep = k + 1
+    vals = torch.full((n, keep), -torch.inf, dtype=x.dtype)
+    idx = torch.full((n, keep), -1, dtype=torch.int64)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        panel = x[start:stop] @ x[start:].T
+        diag = torch.arange(stop - start)
+        panel[diag, diag] = -torch.inf
+        pv, pi = torch.topk(panel, min(keep, panel.shape[1]), dim=1)
+        rows = slice(start, stop)
+        vals[rows], idx[rows] = knn_mod._merge(vals[rows], idx[rows], pv, pi + start)
+        if stop < n:
+            cv, ci = torch.topk(panel[:, stop - start:], min(keep, stop - start), dim=0)
+            vals[stop:], idx[stop:] = knn_mod._merge(vals[stop:], idx[stop:], cv.T, ci.T + start)
+    credit = torch.empty(n, dtype=x.dtype)
+    boundary = vals[:, k] >= vals[:, k - 1] - knn_mod.TIE_TOL
+    plain = (~boundary).nonzero().squeeze(1)
+    if plain.numel():
+        votes = torch.zeros(plain.numel(), c, dtype=x.dtype)
+        votes.scatter_add_(1, y[idx[plain, :k]], torch.ones(plain.numel(), k, dtype=x.dtype))
+        credit[plain] = knn_mod._credit_from_votes(votes, y[plain])
+    tied = boundary.nonzero().squeeze(1)
+    if tied.numel():
+        credit[tied] = knn_mod._tied_rows_credit(x, tied, y, k, c, block)
+    return float(credit.mean())
 
 
 def run_case(case: dict, repeats: int) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,9 @@ def as_float64(x: torch.Tensor, name: str) -> torch.Tensor:
     if x.device.type == "mps":
         x = x.cpu()
     x = x.detach().to(torch.float64)
-    if not bool(torch.isfinite(x).all()):
+    # A finite sum means finite entries (inf or NaN would make it inf or NaN): one fast
+    # reduction; the entries are checked one by one only when the sum is not finite.
+    if not math.isfinite(float(x.sum())) and not bool(torch.isfinite(x).all()):
         raise ScoringError(f"{name} contain non-finite values (NaN or inf).")
     return x
 
