@@ -47,13 +47,18 @@ Direction: higher is better (an accuracy in [0, 1]); no sign flip.
 Cost: the N x N similarities are never held at once. Rows are processed in panels of B
 rows against the rows that follow them (the upper triangle only, ~N^2 D / 2
 multiply-adds in all, in float32), each panel giving its rows and, by symmetry, the
-later rows their best k' + 1 candidates with ``torch.topk``; a running top-(k' + 1) per
-row is merged panel by panel. The float32 similarities are screens only: a row whose
-k'-th and (k' + 1)-th float32 similarities differ by more than twice the float32
-error bound (gamma_(D+4), about 1.2e-4 at D = 2048) has the exact top k', untied; the
-other rows (near ties, a few per cent of typical data, all of degenerate data) are
-recomputed in float64 against all samples and get the tie rule. So the result is that
-of float64 similarities. Time O(N^2 D), memory O(B N + N k).
+later rows their best k' + 9 candidates with ``torch.topk``; a running top-(k' + 9) per
+row is merged panel by panel. Below D = 384, where the top-k down a panel's columns
+costs more than the products it saves, the panels are rows against all rows.
+
+The float32 similarities only screen: a row whose k'-th and (k' + 1)-th float32
+similarities differ by more than twice the float32 error bound (gamma_(D+4), about
+1.2e-4 at D = 2048) has the exact top k', untied. The other rows (near ties: a few
+per cent of typical data, all of degenerate data) are decided by the float64
+similarities of their candidates when even the last candidate lies below the window
+that the k'-th and anything tied with it must lie in, else recomputed in float64
+against all samples. So the result is that of float64 similarities. Time O(N^2 D),
+memory O(B N + N k).
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ TIE_TOL = 1e-10  # cosine similarities closer than this are tied
 _VOTE_TOL = 1e-9  # class votes closer than this are tied
 _PANEL_BYTES = 64 * 2**20  # similarity panel budget when block_size is not given
 _EXTRA = 8  # candidates kept per row beyond the k + 1 nearest
+_TRIANGLE_MIN_D = 384  # upper-triangle panels from this many features on
 
 
 def unit_rows(features: torch.Tensor) -> torch.Tensor:
@@ -284,8 +290,12 @@ def knn_credits(
         raise ScoringError(f"block_size must be a positive integer, got {block_size!r}.")
     k = min(k, n - 1)
     c = int(y.max()) + 1
-    # by default at least 8 panels, so that the upper triangle saves work
-    block = block_size or max(64, min(panel_rows(n), -(-n // 8)))
+    # The upper triangle halves the products but needs a top-k down the columns of each
+    # panel too, which costs about as much as D ~ 400 multiply-adds per pair: below
+    # that, whole rows are cheaper. By default at least 8 panels for the triangle.
+    triangle = x.shape[1] >= _TRIANGLE_MIN_D
+    block = block_size or (max(64, min(panel_rows(n), -(-n // 8))) if triangle
+                           else panel_rows(n))
     # the (k+1)-th candidate tells whether the k-th is tied; the further ones settle
     # near ties without recomputing the row against all samples
     # (fewer with tiny panels: a merge holds 2 keep candidates per row, within B per row)
@@ -300,14 +310,15 @@ def knn_credits(
     idx = torch.full((n, keep), -1, dtype=torch.int64, device=x.device)
     for start in range(0, n, block):
         stop = min(start + block, n)
-        panel = screen[start:stop] @ screen[start:].T  # rows start:stop against start:n
+        first = start if triangle else 0
+        panel = screen[start:stop] @ screen[first:].T  # rows start:stop against first:n
         diag = torch.arange(stop - start, device=x.device)
-        panel[diag, diag] = -torch.inf  # only index i itself is excluded
+        panel[diag, diag + start - first] = -torch.inf  # only index i itself is excluded
         m = min(keep, panel.shape[1])
         pv, pi = torch.topk(panel, m, dim=1)
         rows = slice(start, stop)
-        vals[rows], idx[rows] = _merge(vals[rows], idx[rows], pv, pi + start)
-        if stop < n:  # by symmetry, the rows after this panel against its rows
+        vals[rows], idx[rows] = _merge(vals[rows], idx[rows], pv, pi + first)
+        if triangle and stop < n:  # by symmetry, the rows after this panel against its rows
             m = min(keep, stop - start)
             cv, ci = torch.topk(panel[:, stop - start:], m, dim=0)
             vals[stop:], idx[stop:] = _merge(vals[stop:], idx[stop:], cv.T, ci.T + start)
