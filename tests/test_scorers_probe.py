@@ -110,8 +110,11 @@ KNN_KINDS = ["gaussian", "n_less_than_d", "integer_grid", "duplicates", "constan
              "one_dim", "relu"]
 
 
+@pytest.mark.parametrize("triangle", [True, False])
 @pytest.mark.parametrize("kind", KNN_KINDS)
-def test_knn_matches_double_loop(kind: str) -> None:
+def test_knn_matches_double_loop(kind: str, triangle: bool, monkeypatch) -> None:
+    # both panel layouts: upper triangle (chosen for D >= 384) and rows against all rows
+    monkeypatch.setattr(knn_mod, "_TRIANGLE_MIN_D", 0 if triangle else 10**9)
     rng = np.random.default_rng(abs(hash(kind)) % 2**32)
     f, y = _knn_case(kind, rng)
     for k in (1, 3, 5, 100):
@@ -148,7 +151,9 @@ def test_knn_duplicate_is_a_neighbour_not_self() -> None:
     assert knn_credits(f, torch.tensor([0, 0, 1, 1]), k=1).tolist() == [1.0] * 4
 
 
-def test_knn_blocks_agree_and_k_is_capped() -> None:
+@pytest.mark.parametrize("triangle", [True, False])
+def test_knn_blocks_agree_and_k_is_capped(triangle: bool, monkeypatch) -> None:
+    monkeypatch.setattr(knn_mod, "_TRIANGLE_MIN_D", 0 if triangle else 10**9)
     rng = np.random.default_rng(3)
     y = _labels(rng, 300, [1] * 6)
     f = rng.integers(0, 3, size=(300, 4)).astype(np.float64)  # heavy ties
@@ -174,7 +179,9 @@ class _LargestOutput(TorchDispatchMode):
         return out
 
 
-def test_knn_memory_is_block_times_n() -> None:
+@pytest.mark.parametrize("triangle", [True, False])
+def test_knn_memory_is_block_times_n(triangle: bool, monkeypatch) -> None:
+    monkeypatch.setattr(knn_mod, "_TRIANGLE_MIN_D", 0 if triangle else 10**9)
     rng = np.random.default_rng(5)
     n, block = 400, 16
     y = _labels(rng, n, [1, 1, 1])
@@ -554,6 +561,8 @@ def test_knn_float32_screen_gives_the_float64_result(monkeypatch) -> None:
     f[:40] = f[0] + 1e-7 * rng.normal(size=(40, d))  # 40 rows within float32 noise
     ft, yt = _t(f), _t(y)
     screened = knn_credits(ft, yt, k=5, block_size=37)
+    monkeypatch.setattr(knn_mod, "_TRIANGLE_MIN_D", 0)
+    assert torch.equal(knn_credits(ft, yt, k=5, block_size=37), screened)
     monkeypatch.setattr(knn_mod, "_screen_margin", lambda d, device: 0.0)
     exact = knn_credits(ft, yt, k=5, block_size=37)
     assert torch.equal(screened, exact)
