@@ -560,12 +560,15 @@ def test_knn_float32_screen_gives_the_float64_result(monkeypatch) -> None:
     f = np.concatenate([base, base + 1e-9 * rng.normal(size=base.shape)])
     f[:40] = f[0] + 1e-7 * rng.normal(size=(40, d))  # 40 rows within float32 noise
     ft, yt = _t(f), _t(y)
+    f32 = ft.float()  # float32 input: candidate similarities from raw float64 dots
     screened = knn_credits(ft, yt, k=5, block_size=37)
+    screened32 = knn_credits(f32, yt, k=5, block_size=37)
     monkeypatch.setattr(knn_mod, "_TRIANGLE_MIN_D", 0)
     assert torch.equal(knn_credits(ft, yt, k=5, block_size=37), screened)
     monkeypatch.setattr(knn_mod, "_screen_margin", lambda d, device: 0.0)
     exact = knn_credits(ft, yt, k=5, block_size=37)
     assert torch.equal(screened, exact)
+    assert torch.equal(screened32, knn_credits(f32, yt, k=5, block_size=37))
     assert torch.equal(ft, _t(f))  # the input is left as it was
     # and the double loop with scipy's cosine agrees
     assert screened.tolist() == pytest.approx(_knn_reference(f, y, 5), abs=1e-12)

@@ -124,17 +124,22 @@ class _Units:
         self.peak = torch.empty(n, 1, **f64)
         self.norm = torch.empty(n, 1, **f64)
         for start, stop in row_blocks(n, 8 * d, f.device.type):
-            block = f[start:stop].to(torch.float64, copy=True)  # divided in place
+            block = f[start:stop]
             low, high = torch.aminmax(block, dim=1, keepdim=True)
-            peak = torch.maximum(high, -low)  # the largest |entry|, NaN if any is NaN
+            peak = torch.maximum(high, -low).to(torch.float64)  # largest |entry|, or NaN
             if not bool(torch.isfinite(peak).all()):
                 raise ScoringError("features contain non-finite values (NaN or inf).")
             self.peak[start:stop] = torch.where(peak > 0, peak, 1.0)
-            block /= self.peak[start:stop]
-            norm = torch.linalg.vector_norm(block, dim=1, keepdim=True)
+            unit = torch.div(block, self.peak[start:stop])  # in float64, a new tensor
+            norm = torch.linalg.vector_norm(unit, dim=1, keepdim=True)
             self.norm[start:stop] = torch.where(norm > 0, norm, 1.0)
-            self.screen[start:stop] = block.div_(self.norm[start:stop])
+            self.screen[start:stop] = unit.div_(self.norm[start:stop])
         self._all: torch.Tensor | None = None
+        # With at most float32 entries, f_i . f_j cannot overflow or underflow in float64,
+        # so a similarity is that dot product over the two rows' scales (equal to the dot
+        # of the unit rows to round-off), without scaling the rows themselves.
+        self._raw_dots = f.dtype != torch.float64 and self.margin > 0
+        self._scale = self.peak * self.norm if self._raw_dots else None
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """float64 unit rows ``index`` (any shape of indices; rows on the last axis)."""
@@ -143,6 +148,16 @@ class _Units:
         if self.screen.dtype == torch.float64:
             return self.screen[index]
         return (self.features[index].to(torch.float64) / self.peak[index]) / self.norm[index]
+
+    def similarities(self, rows: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """float64 similarities (r, m) of each of ``rows`` (r,) to its candidates (r, m)."""
+        import torch
+
+        if not self._raw_dots:
+            return torch.bmm(self.rows(cand), self.rows(rows)[:, :, None]).squeeze(2)
+        f = self.features
+        dots = torch.bmm(f[cand].to(torch.float64), f[rows].to(torch.float64)[:, :, None])
+        return dots.squeeze(2) / (self._scale[cand].squeeze(2) * self._scale[rows])
 
     def all(self) -> torch.Tensor:
         """All float64 unit rows (N, D), built once (only rare near-tie rows need them)."""
@@ -263,7 +278,7 @@ def _candidate_rows_credit(
     chunk = max(1, budget // (cand.shape[1] * units.screen.shape[1]))
     for start in range(0, rows.numel(), chunk):
         r, c = rows[start:start + chunk], cand[start:start + chunk]
-        sim = torch.bmm(units.rows(c), units.rows(r)[:, :, None]).squeeze(2)  # (rows, m)
+        sim = units.similarities(r, c)  # (rows, m)
         sim.masked_fill_(c == r[:, None], -torch.inf)  # only i itself
         out.append(_credit_from_votes(_tie_rule_votes(sim, y[c], k, num_classes), y[r]))
     return torch.cat(out)
