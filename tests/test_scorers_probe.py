@@ -572,3 +572,13 @@ def test_knn_float32_screen_gives_the_float64_result(monkeypatch) -> None:
     assert torch.equal(ft, _t(f))  # the input is left as it was
     # and the double loop with scipy's cosine agrees
     assert screened.tolist() == pytest.approx(_knn_reference(f, y, 5), abs=1e-12)
+
+
+def test_knn_all_candidates_kept_with_ties() -> None:
+    # N = 11, D = 1: similarities +-1 and every row keeps all N slots, one of them at -inf
+    # (i itself or an empty slot): neither may vote.
+    f = np.array([2.55, 0.89, 1.79, 1.50, 0.49, -0.02, 1.66, 0.89, 1.67, 1.69, 2.09])[:, None]
+    y = np.array([0, 1, 0, 0, 0, 1, 0, 0, 1, 1, 1])
+    for perm in (np.arange(11), np.array([9, 3, 6, 2, 4, 10, 0, 5, 8, 1, 7])):
+        got = knn_credits(_t(f[perm]), _t(y[perm]), k=5)
+        assert got.tolist() == pytest.approx(_knn_reference(f[perm], y[perm], 5), abs=1e-12)

@@ -278,8 +278,10 @@ def _candidate_rows_credit(
     chunk = max(1, budget // (cand.shape[1] * units.screen.shape[1]))
     for start in range(0, rows.numel(), chunk):
         r, c = rows[start:start + chunk], cand[start:start + chunk]
-        sim = units.similarities(r, c)  # (rows, m)
-        sim.masked_fill_(c == r[:, None], -torch.inf)  # only i itself
+        # a slot at -inf may hold i itself or no sample at all (-1): neither is a neighbour
+        empty = (c == r[:, None]) | (c < 0)
+        c = c.clamp_min(0)
+        sim = units.similarities(r, c).masked_fill_(empty, -torch.inf)  # (rows, m)
         out.append(_credit_from_votes(_tie_rule_votes(sim, y[c], k, num_classes), y[r]))
     return torch.cat(out)
 
