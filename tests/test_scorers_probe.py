@@ -532,9 +532,10 @@ def test_gpu_matches_cpu() -> None:
 def test_probe_folds_in_parallel_give_the_one_thread_result() -> None:
     # T threads fit T folds at once, one thread each: bit-identical to a one-thread run,
     # and the caller's thread count is restored.
+    # Large enough (N D > 32768) that torch would split reductions over threads.
     rng = np.random.default_rng(8)
-    y = _labels(rng, 90, [2, 1, 1])
-    f = _t(np.maximum(_informative(rng, y, 60, noise=2.0), 0))
+    y = _labels(rng, 600, [2, 1, 1])
+    f = _t(np.maximum(_informative(rng, y, 150, noise=3.0), 0))
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -71,6 +71,7 @@ the start; plus O(N D r) once for the principal directions.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -529,20 +530,30 @@ def linear_probe(
     fold = stratified_folds(y, n_folds, seed)
     num_present = torch.unique(y).numel()
 
-    # Labels unused here: all rows' standardised features give the scalar preconditioner
-    # of every fold and, when D is large, the top-r principal directions in which the
-    # same problem is solved first, cheaply, as the starting point of the full fit.
-    mean_all, inv_all = standardise(x)
-    x_all = (x - mean_all) * inv_all
-    h = 1.0 / num_present
-    rank = min(2 * num_present + 16, d, n)
-    precond = Preconditioner.from_features(x_all, h, l2)
-    sub = None
-    if d > _SUBSPACE_RATIO * rank:
-        _, vec = principal_directions(x_all, rank, seed)
-        z_all = x_all @ vec
-        sub = (vec, z_all, Preconditioner.from_features(z_all, h, l2, rank))
-    del x_all
+    # Every operation runs on one thread (CPU), and with T torch threads T folds are
+    # fitted at once: the many small L-BFGS operations gain nothing from more threads, an
+    # operation split over busy cores waits for the slowest, and a one-thread reduction
+    # adds in one order, so the result does not depend on T.
+    on_cpu = x.device.type == "cpu" and _PARALLEL_FOLDS
+    workers = min(n_folds, torch.get_num_threads()) if on_cpu else 1
+    def single() -> contextlib.AbstractContextManager:
+        return torch_threads(1) if on_cpu else contextlib.nullcontext()
+
+    with single():
+        # Labels unused here: all rows' standardised features give the scalar preconditioner
+        # of every fold and, when D is large, the top-r principal directions in which the
+        # same problem is solved first, cheaply, as the starting point of the full fit.
+        mean_all, inv_all = standardise(x)
+        x_all = (x - mean_all) * inv_all
+        h = 1.0 / num_present
+        rank = min(2 * num_present + 16, d, n)
+        precond = Preconditioner.from_features(x_all, h, l2)
+        sub = None
+        if d > _SUBSPACE_RATIO * rank:
+            _, vec = principal_directions(x_all, rank, seed)
+            z_all = x_all @ vec
+            sub = (vec, z_all, Preconditioner.from_features(z_all, h, l2, rank))
+        del x_all
 
     def one_fold(k: int) -> tuple[torch.Tensor, torch.Tensor, LogisticFit | None, torch.Tensor]:
         test = (fold == k).nonzero().squeeze(1)
@@ -579,24 +590,18 @@ def linear_probe(
             logits = ((x[test] - mu) * inv) @ fit.weight + fit.bias
         return test, classes, fit, _credit(logits, target)
 
-    # The folds are independent: with T torch threads, T folds are fitted at once, each
-    # on one thread (its many small L-BFGS operations gain nothing from more threads, and
-    # an operation split over busy cores waits for the slowest). Every fold's arithmetic
-    # is the same as in a one-thread run, so the result does not depend on T.
-    on_cpu = x.device.type == "cpu" and _PARALLEL_FOLDS
-    workers = min(n_folds, torch.get_num_threads()) if on_cpu else 1
-    with torch_threads(1 if on_cpu else torch.get_num_threads()):
+    with single():
         if workers > 1:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 outcomes = list(pool.map(one_fold, range(n_folds)))
         else:
             outcomes = [one_fold(k) for k in range(n_folds)]
-    credit = torch.zeros(n, dtype=x.dtype, device=x.device)
-    for test, _, _, fold_credit in outcomes:
-        credit[test] = fold_credit
+        credit = torch.zeros(n, dtype=x.dtype, device=x.device)
+        for test, _, _, fold_credit in outcomes:
+            credit[test] = fold_credit
+        accuracy = float(credit.mean())
     fits = [fit for _, _, fit, _ in outcomes]
     classes_per_fold = [classes for _, classes, _, _ in outcomes]
-    accuracy = float(credit.mean())
     if not math.isfinite(accuracy):
         raise ScoringError("linear probe accuracy is not finite.")
     return ProbeResult(accuracy, fold, credit, tuple(fits), tuple(classes_per_fold))
