@@ -26,10 +26,11 @@ NOTES = (
     "max |gradient| <= 1e-6; at N = 20000 timed on the first fold and scaled by the "
     "number of folds. zoosel 0.1: zoosel's former schedule, the same code with every "
     "operation on the caller's T threads and the folds one after another. zoosel now "
-    "fits T folds at once, each on one thread (the result does not depend on T: each "
-    "fold's arithmetic is that of a one-thread run). Values are cross-validated "
-    "accuracies; fits stopped at the same gradient tolerance can differ in the held-out "
-    "predictions of samples within round-off of a decision boundary."
+    "runs every operation on one thread and fits T folds at once (the result does not "
+    "depend on T; zoosel 0.1's did, through the order of multi-threaded sums). Values "
+    "are cross-validated accuracies; fits stopped at the same gradient tolerance can "
+    "differ in the held-out predictions of samples within round-off of a decision "
+    "boundary."
 )
 
 
