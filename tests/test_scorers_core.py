@@ -271,6 +271,33 @@ def test_leep_refuses_logits() -> None:
         leep(torch.randn(4, 3, dtype=torch.float64), y)
 
 
+
+def test_leep_row_blocks_dtypes_and_threads(monkeypatch) -> None:
+    # Blocks of 7 rows (the last one short), float32 and float64 rows that sum to 1 only
+    # within the tolerance: the same value as the loops on the renormalised rows.
+    from zoosel.scorers import inputs
+
+    rng = np.random.default_rng(3)
+    n, cs = 47, 6
+    y = _labels(rng, n, [3, 2, 1, 1])
+    theta = _softmax(rng.normal(size=(n, cs)) + np.eye(cs)[y % cs])
+    theta *= 1 + 5e-4 * rng.uniform(-1, 1, size=(n, 1))  # sums off 1 by up to 5e-4
+    exact = _leep_loops(theta / theta.sum(axis=1, keepdims=True), y)
+    whole = leep(torch.from_numpy(theta), torch.from_numpy(y))
+    monkeypatch.setattr(inputs, "_BLOCK_BYTES", 8 * cs * 7)
+    torch.set_num_threads(2)
+    try:
+        blocked = leep(torch.from_numpy(theta), torch.from_numpy(y))
+        assert torch.get_num_threads() == 2  # restored after the one-thread loop
+    finally:
+        torch.set_num_threads(1)
+    assert blocked == pytest.approx(exact, rel=1e-12)
+    assert whole == pytest.approx(exact, rel=1e-12)
+    f32 = torch.from_numpy(theta.astype(np.float32))
+    exact32 = _leep_loops(f32.double().numpy() / f32.double().numpy().sum(1, keepdims=True), y)
+    assert leep(f32, torch.from_numpy(y)) == pytest.approx(exact32, rel=1e-12)
+
+
 # --------------------------------------------------------------------------- NCE
 
 
@@ -305,6 +332,44 @@ def test_nce_matches_counter(n: int, cs: int, weights: list[float]) -> None:
     assert nce(torch.from_numpy(theta[:, perm]), torch.from_numpy(y)) == pytest.approx(
         got, rel=1e-12
     )
+
+
+
+def test_nce_dense_and_sorted_counts_and_dtypes(monkeypatch) -> None:
+    rng = np.random.default_rng(5)
+    n, cs = 300, 40
+    y = _labels(rng, n, [4, 3, 2, 1, 1])
+    theta = _softmax(rng.normal(size=(n, cs)) + 2 * np.eye(cs)[y % cs])
+    expected = _nce_counter(theta.argmax(axis=1), y)
+    yt = torch.from_numpy(y)
+    dense = nce(torch.from_numpy(theta), yt)
+    monkeypatch.setattr(nce_mod, "_DENSE_CELLS", -(4 * n))  # force the sorted pair codes
+    assert nce(torch.from_numpy(theta), yt) == pytest.approx(dense, rel=1e-14)
+    assert dense == pytest.approx(expected, rel=1e-12)
+    for dtype in (torch.float32, torch.float16):  # float16 rows sum to 1 within 1e-3
+        rows = torch.from_numpy(theta).to(dtype)
+        z = rows.double().numpy().argmax(axis=1)
+        assert nce(rows, yt) == pytest.approx(_nce_counter(z, y), rel=1e-12)
+
+
+def test_probability_checks_find_every_bad_entry() -> None:
+    # One bad entry, in the middle of the last of several row blocks, is found.
+    p = torch.full((50, 4), 0.25, dtype=torch.float64)
+    y = torch.arange(50) % 2
+    for value, match in ((float("nan"), "non-finite"), (-0.25, "probabilities"),
+                         (0.9, "probabilities"), (float("-inf"), "non-finite")):
+        bad = p.clone()
+        bad[47, 2] = value
+        for fn in (leep, nce):
+            with pytest.raises(ScoringError, match=match):
+                fn(bad, y)
+    huge = p.clone()
+    huge[3] = torch.tensor([1e308, 1e308, 0.0, 0.0], dtype=torch.float64)  # sum overflows
+    for fn in (leep, nce):
+        with pytest.raises(ScoringError, match="must be probabilities"):
+            fn(huge, y)
+        with pytest.raises(ScoringError, match="floating dtype"):
+            fn(torch.ones(50, 4, dtype=torch.int64), y)
 
 
 # ------------------------------------------------------------------------ errors

@@ -110,8 +110,11 @@ KNN_KINDS = ["gaussian", "n_less_than_d", "integer_grid", "duplicates", "constan
              "one_dim", "relu"]
 
 
+@pytest.mark.parametrize("triangle", [True, False])
 @pytest.mark.parametrize("kind", KNN_KINDS)
-def test_knn_matches_double_loop(kind: str) -> None:
+def test_knn_matches_double_loop(kind: str, triangle: bool, monkeypatch) -> None:
+    # both panel layouts: upper triangle (chosen for D >= 384) and rows against all rows
+    monkeypatch.setattr(knn_mod, "_TRIANGLE_MIN_D", 0 if triangle else 10**9)
     rng = np.random.default_rng(abs(hash(kind)) % 2**32)
     f, y = _knn_case(kind, rng)
     for k in (1, 3, 5, 100):
@@ -148,7 +151,9 @@ def test_knn_duplicate_is_a_neighbour_not_self() -> None:
     assert knn_credits(f, torch.tensor([0, 0, 1, 1]), k=1).tolist() == [1.0] * 4
 
 
-def test_knn_blocks_agree_and_k_is_capped() -> None:
+@pytest.mark.parametrize("triangle", [True, False])
+def test_knn_blocks_agree_and_k_is_capped(triangle: bool, monkeypatch) -> None:
+    monkeypatch.setattr(knn_mod, "_TRIANGLE_MIN_D", 0 if triangle else 10**9)
     rng = np.random.default_rng(3)
     y = _labels(rng, 300, [1] * 6)
     f = rng.integers(0, 3, size=(300, 4)).astype(np.float64)  # heavy ties
@@ -174,7 +179,9 @@ class _LargestOutput(TorchDispatchMode):
         return out
 
 
-def test_knn_memory_is_block_times_n() -> None:
+@pytest.mark.parametrize("triangle", [True, False])
+def test_knn_memory_is_block_times_n(triangle: bool, monkeypatch) -> None:
+    monkeypatch.setattr(knn_mod, "_TRIANGLE_MIN_D", 0 if triangle else 10**9)
     rng = np.random.default_rng(5)
     n, block = 400, 16
     y = _labels(rng, n, [1, 1, 1])
@@ -520,3 +527,59 @@ def test_gpu_matches_cpu() -> None:
     yt = _t(y)
     assert knn_accuracy(f.cuda(), yt.cuda(), block_size=5) == knn_accuracy(f, yt)
     assert linear_probe_accuracy(f.cuda(), yt.cuda()) == linear_probe_accuracy(f, yt)
+
+
+def test_probe_folds_in_parallel_give_the_one_thread_result() -> None:
+    # T threads fit T folds at once, one thread each: bit-identical to a one-thread run,
+    # and the caller's thread count is restored.
+    # Large enough (N D > 32768) that torch would split reductions over threads.
+    rng = np.random.default_rng(8)
+    y = _labels(rng, 600, [2, 1, 1])
+    f = _t(np.maximum(_informative(rng, y, 150, noise=3.0), 0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = linear_probe(f, _t(y))
+        torch.set_num_threads(3)
+        three = linear_probe(f, _t(y))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert one.accuracy == three.accuracy
+    assert torch.equal(one.credit, three.credit)
+    for a, b in zip(one.fits, three.fits, strict=True):
+        assert torch.equal(a.weight, b.weight) and a.iterations == b.iterations
+
+
+def test_knn_float32_screen_gives_the_float64_result(monkeypatch) -> None:
+    # Near-ties finer than float32 (pairs 1e-9 apart, groups of rows at almost equal
+    # angles): the screened credits equal those of float64 similarities throughout.
+    rng = np.random.default_rng(12)
+    n, d = 160, 24
+    y = rng.integers(0, 4, n)
+    base = rng.normal(size=(n // 2, d))
+    f = np.concatenate([base, base + 1e-9 * rng.normal(size=base.shape)])
+    f[:40] = f[0] + 1e-7 * rng.normal(size=(40, d))  # 40 rows within float32 noise
+    ft, yt = _t(f), _t(y)
+    f32 = ft.float()  # float32 input: candidate similarities from raw float64 dots
+    screened = knn_credits(ft, yt, k=5, block_size=37)
+    screened32 = knn_credits(f32, yt, k=5, block_size=37)
+    monkeypatch.setattr(knn_mod, "_TRIANGLE_MIN_D", 0)
+    assert torch.equal(knn_credits(ft, yt, k=5, block_size=37), screened)
+    monkeypatch.setattr(knn_mod, "_screen_margin", lambda d, device: 0.0)
+    exact = knn_credits(ft, yt, k=5, block_size=37)
+    assert torch.equal(screened, exact)
+    assert torch.equal(screened32, knn_credits(f32, yt, k=5, block_size=37))
+    assert torch.equal(ft, _t(f))  # the input is left as it was
+    # and the double loop with scipy's cosine agrees
+    assert screened.tolist() == pytest.approx(_knn_reference(f, y, 5), abs=1e-12)
+
+
+def test_knn_all_candidates_kept_with_ties() -> None:
+    # N = 11, D = 1: similarities +-1 and every row keeps all N slots, one of them at -inf
+    # (i itself or an empty slot): neither may vote.
+    f = np.array([2.55, 0.89, 1.79, 1.50, 0.49, -0.02, 1.66, 0.89, 1.67, 1.69, 2.09])[:, None]
+    y = np.array([0, 1, 0, 0, 0, 1, 0, 0, 1, 1, 1])
+    for perm in (np.arange(11), np.array([9, 3, 6, 2, 4, 10, 0, 5, 8, 1, 7])):
+        got = knn_credits(_t(f[perm]), _t(y[perm]), k=5)
+        assert got.tolist() == pytest.approx(_knn_reference(f[perm], y[perm], 5), abs=1e-12)

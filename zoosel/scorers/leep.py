@@ -11,7 +11,11 @@ given P(y | z) = 0. Rows of theta must be probabilities (non-negative, summing t
 1e-3; they are renormalised exactly); logits are refused.
 
 Direction: higher is better (an average log-likelihood, <= 0); no sign flip.
-Cost: O(N Cs C) time with one (N, Cs) x (Cs, C) product, float64.
+Cost: O(N Cs) time and O(C Cs) memory besides the input: two passes over theta in
+float64 row blocks that stay in cache (the first checks the rows and accumulates the
+joint, the second takes each row's dot product with P(y_i | .) of its own label only;
+no (N, C) product and no float64 copy of theta). Computed in float64, on one thread
+(the work is many small cache-resident operations).
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from typing import TYPE_CHECKING
 
 from zoosel.errors import ScoringError
 from zoosel.hookspecs import hookimpl
-from zoosel.scorers.inputs import check_labels, check_probabilities
+from zoosel.scorers.inputs import (
+    check_labels,
+    check_probability_rows,
+    probability_matrix,
+    row_blocks,
+    torch_threads,
+)
 from zoosel.types import Need, ScoreInputs, Scorer
 
 if TYPE_CHECKING:
@@ -32,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["leep", "register_scorers"]
 
 
-
 def leep(source_probs: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> float:
     """LEEP of source-head probabilities ``source_probs`` (N, Cs) for ``labels`` (N,).
 
@@ -41,21 +50,36 @@ def leep(source_probs: torch.Tensor, labels: torch.Tensor, num_classes: int | No
     """
     import torch
 
-    theta = check_probabilities(source_probs)
-    n = theta.shape[0]
+    theta = probability_matrix(source_probs)
+    n, cs = theta.shape
     y = check_labels(labels, n, num_classes).to(theta.device)
     c = int(y.max()) + 1
-
-    joint = torch.zeros(c, theta.shape[1], dtype=torch.float64, device=theta.device)
-    joint.index_add_(0, y, theta)
-    joint /= n  # P(y, z)
-    marginal = joint.sum(dim=0)  # P(z)
-    cond = torch.where(marginal > 0, joint / marginal.clamp_min(1e-300), 0.0)  # P(y | z)
-    # EEP of the true label: sum_z P(y_i | z) theta_iz, one (N, Cs) x (Cs, C) product.
-    eep = (theta @ cond.T).gather(1, y[:, None]).squeeze(1)
-    if not bool((eep > 0).all()):
-        raise ScoringError("LEEP: a sample has zero expected empirical prediction.")
-    result = float(torch.log(eep).mean())
+    f64 = dict(dtype=torch.float64, device=theta.device)
+    with torch_threads(1):
+        blocks = row_blocks(n, 8 * cs, theta.device.type)
+        buf = torch.empty(blocks[0][1], cs, **f64)
+        sums = torch.empty(n, **f64)
+        low = torch.empty(len(blocks), **f64)
+        joint = torch.zeros(c, cs, **f64)  # n P(y, z), from the renormalised rows
+        for b, (start, stop) in enumerate(blocks):
+            rows = buf[: stop - start].copy_(theta[start:stop])
+            torch.sum(rows, dim=1, out=sums[start:stop])
+            low[b] = rows.min()
+            joint.index_add_(0, y[start:stop], rows.div_(sums[start:stop, None]))
+        check_probability_rows(low, sums, theta)
+        marginal = joint.sum(dim=0)  # n P(z)
+        cond = torch.where(marginal > 0, joint / marginal.clamp_min(1e-300), 0.0)  # P(y | z)
+        # EEP of the true label, sum_z P(y_i | z) theta_iz: the label's row of cond only
+        eep = torch.empty(n, **f64)
+        picked = torch.empty_like(buf)
+        for start, stop in blocks:
+            rows = buf[: stop - start].copy_(theta[start:stop])
+            own = torch.index_select(cond, 0, y[start:stop], out=picked[: stop - start])
+            torch.sum(own.mul_(rows), dim=1, out=eep[start:stop])
+        eep /= sums
+        if not bool((eep > 0).all()):
+            raise ScoringError("LEEP: a sample has zero expected empirical prediction.")
+        result = float(torch.log(eep).mean())
     if not math.isfinite(result):
         raise ScoringError("LEEP is not finite for these inputs.")
     return result

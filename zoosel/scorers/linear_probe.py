@@ -71,13 +71,15 @@ the start; plus O(N D r) once for the principal directions.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from zoosel.errors import ScoringError
 from zoosel.hookspecs import hookimpl
-from zoosel.scorers.inputs import as_float64, check_labels
+from zoosel.scorers.inputs import as_float64, check_labels, torch_threads
 from zoosel.types import Need, ScoreInputs, Scorer
 
 if TYPE_CHECKING:
@@ -116,6 +118,7 @@ _MIN_STEP = 1e-12
 _EXACT_EIGH_DIM = 256  # up to this many features the preconditioner's eigh is exact
 _SUBSPACE_RATIO = 2  # warm-start in the top-r subspace when D > 2 r
 _SUBSPACE_GTOL = 1e-5
+_PARALLEL_FOLDS = True  # fit the folds on the caller's threads at once, one thread each
 
 
 # ---------------------------------------------------------------------------- folds
@@ -527,37 +530,41 @@ def linear_probe(
     fold = stratified_folds(y, n_folds, seed)
     num_present = torch.unique(y).numel()
 
-    # Labels unused here: all rows' standardised features give the scalar preconditioner
-    # of every fold and, when D is large, the top-r principal directions in which the
-    # same problem is solved first, cheaply, as the starting point of the full fit.
-    mean_all, inv_all = standardise(x)
-    x_all = (x - mean_all) * inv_all
-    h = 1.0 / num_present
-    rank = min(2 * num_present + 16, d, n)
-    precond = Preconditioner.from_features(x_all, h, l2)
-    sub = None
-    if d > _SUBSPACE_RATIO * rank:
-        _, vec = principal_directions(x_all, rank, seed)
-        z_all = x_all @ vec
-        sub = (vec, z_all, Preconditioner.from_features(z_all, h, l2, rank))
-    del x_all
+    # Every operation runs on one thread (CPU), and with T torch threads T folds are
+    # fitted at once: the many small L-BFGS operations gain nothing from more threads, an
+    # operation split over busy cores waits for the slowest, and a one-thread reduction
+    # adds in one order, so the result does not depend on T.
+    on_cpu = x.device.type == "cpu" and _PARALLEL_FOLDS
+    workers = min(n_folds, torch.get_num_threads()) if on_cpu else 1
+    def single() -> contextlib.AbstractContextManager:
+        return torch_threads(1) if on_cpu else contextlib.nullcontext()
 
-    credit = torch.zeros(n, dtype=x.dtype, device=x.device)
-    fits: list[LogisticFit | None] = []
-    classes_per_fold = []
-    for k in range(n_folds):
+    with single():
+        # Labels unused here: all rows' standardised features give the scalar preconditioner
+        # of every fold and, when D is large, the top-r principal directions in which the
+        # same problem is solved first, cheaply, as the starting point of the full fit.
+        mean_all, inv_all = standardise(x)
+        x_all = (x - mean_all) * inv_all
+        h = 1.0 / num_present
+        rank = min(2 * num_present + 16, d, n)
+        precond = Preconditioner.from_features(x_all, h, l2)
+        sub = None
+        if d > _SUBSPACE_RATIO * rank:
+            _, vec = principal_directions(x_all, rank, seed)
+            z_all = x_all @ vec
+            sub = (vec, z_all, Preconditioner.from_features(z_all, h, l2, rank))
+        del x_all
+
+    def one_fold(k: int) -> tuple[torch.Tensor, torch.Tensor, LogisticFit | None, torch.Tensor]:
         test = (fold == k).nonzero().squeeze(1)
         train = (fold != k).nonzero().squeeze(1)
         classes, y_train = torch.unique(y[train], return_inverse=True)
-        classes_per_fold.append(classes)
         # position of each test label among the training classes, -1 when absent
         lookup = torch.full((int(y.max()) + 1,), -1, dtype=torch.int64, device=x.device)
         lookup[classes] = torch.arange(classes.numel(), device=x.device)
         target = lookup[y[test]]
         if classes.numel() == 1:
-            fits.append(None)
-            credit[test] = (target == 0).to(x.dtype)
-            continue
+            return test, classes, None, (target == 0).to(x.dtype)
         mu, inv = standardise(x[train])
         if not bool((inv > 0).any()):
             fit = _bias_only(y_train, classes.numel(), d, x.dtype, x.device)
@@ -581,9 +588,20 @@ def linear_probe(
                 max_iter=max_iter, preconditioner=precond, init=init,
             )
             logits = ((x[test] - mu) * inv) @ fit.weight + fit.bias
-        fits.append(fit)
-        credit[test] = _credit(logits, target)
-    accuracy = float(credit.mean())
+        return test, classes, fit, _credit(logits, target)
+
+    with single():
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                outcomes = list(pool.map(one_fold, range(n_folds)))
+        else:
+            outcomes = [one_fold(k) for k in range(n_folds)]
+        credit = torch.zeros(n, dtype=x.dtype, device=x.device)
+        for test, _, _, fold_credit in outcomes:
+            credit[test] = fold_credit
+        accuracy = float(credit.mean())
+    fits = [fit for _, _, fit, _ in outcomes]
+    classes_per_fold = [classes for _, classes, _, _ in outcomes]
     if not math.isfinite(accuracy):
         raise ScoringError("linear probe accuracy is not finite.")
     return ProbeResult(accuracy, fold, credit, tuple(fits), tuple(classes_per_fold))
