@@ -119,6 +119,7 @@ _EXACT_EIGH_DIM = 256  # up to this many features the preconditioner's eigh is e
 _SUBSPACE_RATIO = 2  # warm-start in the top-r subspace when D > 2 r
 _SUBSPACE_GTOL = 1e-5
 _PARALLEL_FOLDS = True  # fit the folds on the caller's threads at once, one thread each
+_PARALLEL_FOLD_WORK = 8_000_000  # N x D above which folds run one after the other instead
 
 
 # ---------------------------------------------------------------------------- folds
@@ -534,7 +535,9 @@ def linear_probe(
     # fitted at once: the many small L-BFGS operations gain nothing from more threads, an
     # operation split over busy cores waits for the slowest, and a one-thread reduction
     # adds in one order, so the result does not depend on T.
-    on_cpu = x.device.type == "cpu" and _PARALLEL_FOLDS
+    # Above _PARALLEL_FOLD_WORK values the products dominate and keep several threads busy
+    # on their own; fitting folds one thread each would leave cores idle on the last round.
+    on_cpu = x.device.type == "cpu" and _PARALLEL_FOLDS and n * d <= _PARALLEL_FOLD_WORK
     workers = min(n_folds, torch.get_num_threads()) if on_cpu else 1
     def single() -> contextlib.AbstractContextManager:
         return torch_threads(1) if on_cpu else contextlib.nullcontext()
