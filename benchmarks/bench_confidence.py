@@ -28,8 +28,9 @@ from _common import cpu_model, make_data  # noqa: E402
 
 from zoosel.api import list_scorers  # noqa: E402
 from zoosel.confidence import assess  # noqa: E402
-from zoosel.engine.preprocess import scoring_threads, torch_threads  # noqa: E402
+from zoosel.engine.preprocess import scoring_threads  # noqa: E402
 from zoosel.engine.runner import score_arrays  # noqa: E402
+from zoosel.threads import torch_threads  # noqa: E402
 from zoosel.types import CandidateResult, DatasetSummary, Ranking  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "confidence.md"

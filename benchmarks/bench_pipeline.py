@@ -217,7 +217,8 @@ def raw_forward(data: Path, model_dir: Path, batch_size: int, device: str = "cpu
     ``device``, with the precision and memory layout zoosel chooses there)."""
     from zoosel.data import load_target
     from zoosel.engine.extract import autocast_dtype
-    from zoosel.engine.preprocess import default_precision, torch_threads, wants_channels_last
+    from zoosel.engine.preprocess import default_precision, wants_channels_last
+    from zoosel.threads import torch_threads
     from zoosel.types import LoadSettings
 
     source = LocalSource()

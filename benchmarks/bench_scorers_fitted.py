@@ -50,7 +50,8 @@ from zoosel.scorers.nleep import (  # noqa: E402
     nleep_fit,
 )
 from zoosel.scorers.pactran import pactran_fit  # noqa: E402
-from zoosel.scorers.sfda import default_dim, serial, sfda_fit  # noqa: E402
+from zoosel.scorers.sfda import default_dim, sfda_fit  # noqa: E402
+from zoosel.threads import serial  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scorers_fitted.md"
 TARGETS = {"nleep": 30, "sfda": 6, "pactran": 30, "etran": None, "ncti": None}

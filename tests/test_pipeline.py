@@ -29,6 +29,7 @@ from zoosel.testing.factories import (
     make_transformers_vit_dir,
     write_image_folder,
 )
+from zoosel.threads import torch_threads
 from zoosel.types import LoadedModel
 
 PER_CLASS, CLASSES = 5, 3
@@ -206,7 +207,7 @@ def test_thread_settings_and_device_defaults():
     assert preprocess.scoring_threads(250, 768, 2) == 1
     assert preprocess.scoring_threads(5000, 2048, 2) == 2
     before = torch.get_num_threads()
-    with preprocess.torch_threads(1):
+    with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
     assert 1 <= preprocess.auto_workers() <= preprocess.MAX_WORKERS

@@ -235,7 +235,8 @@ def assess(ranking: Ranking, arrays: Mapping[str, Mapping[str, np.ndarray]],
     """
     import torch
 
-    from zoosel.engine.preprocess import scoring_threads, torch_threads
+    from zoosel.engine.preprocess import scoring_threads
+    from zoosel.threads import torch_threads
 
     if replicates < 1:
         raise UsageError("the number of confidence resamples must be at least 1.")

@@ -15,7 +15,6 @@ batches for one candidate:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +25,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from zoosel.threads import one_torch_thread
 
 MAX_WORKERS = 8
 SMALL_SCORING = 200_000
@@ -79,29 +80,6 @@ def scoring_threads(num_samples: int, dim: int, default: int) -> int:
     """Torch threads for scoring an ``num_samples`` x ``dim`` input: one for small inputs
     (see :data:`SMALL_SCORING`), else ``default``."""
     return 1 if num_samples * max(dim, 1) <= SMALL_SCORING else default
-
-
-@contextlib.contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block with ``count`` torch threads in this thread (None: unchanged)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if count is None or count == before:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def one_torch_thread() -> None:
-    """Thread initialiser: this thread runs torch on one thread."""
-    import torch
-
-    torch.set_num_threads(1)
 
 
 # --- device defaults (pure functions, so they are tested without a GPU) ----------------------

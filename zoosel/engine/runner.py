@@ -19,14 +19,13 @@ from zoosel.engine.distributed import Workers, in_sample_order
 from zoosel.engine.extract import extract, extract_sketch
 from zoosel.engine.preprocess import (
     Pipeline,
-    one_torch_thread,
     rows_digest,
     scoring_threads,
-    torch_threads,
     wants_channels_last,
 )
 from zoosel.errors import CandidateError, ScoringError
 from zoosel.sources.base import ModelSource
+from zoosel.threads import one_torch_thread, torch_threads
 from zoosel.types import (
     Candidate,
     CandidateResult,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from zoosel.errors import ScoringError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
 
     import torch
 
@@ -117,23 +115,3 @@ def check_probability_rows(low: torch.Tensor, sums: torch.Tensor, probs: torch.T
             "source_probs must be probabilities (non-negative rows summing to 1); "
             "were logits passed? Apply softmax first."
         )
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with at most ``count`` torch intra-op threads, then restore the setting.
-
-    For loops of many small operations: each parallel region costs more than such an
-    operation saves, and far more when other processes share the cores.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    if before <= count:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -30,8 +30,8 @@ from zoosel.scorers.inputs import (
     check_probability_rows,
     probability_matrix,
     row_blocks,
-    torch_threads,
 )
+from zoosel.threads import torch_threads
 from zoosel.types import Need, ScoreInputs, Scorer
 
 if TYPE_CHECKING:

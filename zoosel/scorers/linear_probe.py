@@ -79,7 +79,8 @@ from typing import TYPE_CHECKING
 
 from zoosel.errors import ScoringError
 from zoosel.hookspecs import hookimpl
-from zoosel.scorers.inputs import as_float64, check_labels, torch_threads
+from zoosel.scorers.inputs import as_float64, check_labels
+from zoosel.threads import torch_threads
 from zoosel.types import Need, ScoreInputs, Scorer
 
 if TYPE_CHECKING:

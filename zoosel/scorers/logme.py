@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING
 from zoosel.errors import ScoringError
 from zoosel.hookspecs import hookimpl
 from zoosel.scorers.inputs import as_float64, check_labels
-from zoosel.scorers.sfda import serial
+from zoosel.threads import serial
 from zoosel.types import Need, ScoreInputs, Scorer
 
 if TYPE_CHECKING:

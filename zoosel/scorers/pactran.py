@@ -67,7 +67,9 @@ from typing import TYPE_CHECKING
 from zoosel.errors import ScoringError
 from zoosel.hookspecs import hookimpl
 from zoosel.scorers.inputs import as_float64
-from zoosel.scorers.sfda import class_indices, serial, threads
+from zoosel.scorers.sfda import class_indices
+from zoosel.threads import serial
+from zoosel.threads import torch_threads as threads
 from zoosel.types import Need, ScoreInputs, Scorer
 
 if TYPE_CHECKING:

@@ -73,17 +73,17 @@ O(N C k) for the posteriors. No D x D matrix is formed unless min(N, D) <= 512.
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from zoosel.errors import ScoringError
 from zoosel.hookspecs import hookimpl
 from zoosel.scorers.inputs import as_float64, check_labels
+from zoosel.threads import serial
 from zoosel.types import Need, ScoreInputs, Scorer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     import torch
 
@@ -108,33 +108,6 @@ KRYLOV_OVERSAMPLE = 8  # block size is k + this
 _RANK_RTOL = 1e-10  # Gram eigenvalues below this fraction of the largest are zero
 _GEIG_RTOL = 1e-10  # generalised eigenvalues below this fraction of the largest are zero
 _WITHIN_RTOL = 1e-20  # tr(S_w) / tr(S_t) below this: no within-class variation
-
-
-@contextmanager
-def threads(count: int) -> Iterator[None]:
-    """Run the enclosed torch work on ``count`` threads, then restore the previous count."""
-    import torch
-
-    before = torch.get_num_threads()
-    if before == count:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def serial() -> AbstractContextManager[None]:
-    """Run the enclosed torch work on one thread.
-
-    For LAPACK calls (eigen, SVD, Cholesky) and element-wise work between large products:
-    they gain little from threads, and on a shared, loaded machine their many parallel
-    regions were measured 5 to 100 times slower than one thread (a 2,048 x 2,048 ``eigh``:
-    6 s on one thread, 40 s on two). Large matrix products keep the caller's threads.
-    """
-    return threads(1)
 
 
 def class_indices(
