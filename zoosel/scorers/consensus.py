@@ -104,15 +104,13 @@ def combine(pool: Mapping[str, Mapping[str, float]], method: str = METHOD,
     return {m: sums[m] / counts[m] for m in pool if counts[m]}
 
 
-def components(inputs: ScoreInputs) -> dict[str, float]:
-    """The value of every component score on one candidate's features."""
-    from zoosel.api import list_scorers
-
-    available = list_scorers()
+def component_values(inputs: ScoreInputs, scorers: Mapping[str, Scorer | None],
+                     owner: str) -> dict[str, float]:
+    """The finite value of every scorer in ``scorers`` (None: not registered) on one
+    candidate's inputs; raises :class:`ScoringError`, naming ``owner``, when none has one."""
     values: dict[str, float] = {}
     problems: list[str] = []
-    for name in COMPONENTS:
-        scorer = available.get(name)
+    for name, scorer in scorers.items():
         if scorer is None:
             problems.append(f"{name}: not registered")
             continue
@@ -126,9 +124,17 @@ def components(inputs: ScoreInputs) -> dict[str, float]:
         else:
             problems.append(f"{name}: not finite")
     if not values:
-        raise ScoringError(f"{NAME}: no component score could be computed "
-                           f"({'; '.join(problems)}).")
+        raise ScoringError(f"{owner}: no component score could be computed "
+                           f"({'; '.join(problems) or 'none registered'}).")
     return values
+
+
+def components(inputs: ScoreInputs) -> dict[str, float]:
+    """The value of every component score on one candidate's features."""
+    from zoosel.api import list_scorers
+
+    available = list_scorers()
+    return component_values(inputs, {name: available.get(name) for name in COMPONENTS}, NAME)
 
 
 def aggregate(pool: dict[str, dict[str, float]]) -> dict[str, float]:
