@@ -93,6 +93,66 @@ def test_consensus_scorer_ranks_a_pool_as_its_components_say():
     assert max(final, key=final.get) == "m2"  # the most separable features
 
 
+def _counting_registry(monkeypatch, calls):
+    """The registry with every consensus component wrapped to count its calls."""
+    import dataclasses
+
+    import zoosel.api
+
+    registry = dict(zoosel.api.list_scorers())
+
+    def counted(name, fn):
+        def wrapper(inputs):
+            calls[name] = calls.get(name, 0) + 1
+            return fn(inputs)
+        return wrapper
+
+    for name in consensus.COMPONENTS:
+        registry[name] = dataclasses.replace(registry[name],
+                                             fn=counted(name, registry[name].fn))
+    monkeypatch.setattr(zoosel.api, "list_scorers", lambda: registry)
+    return registry
+
+
+@pytest.mark.parametrize("order", [("consensus", "logme", "sfda"),
+                                   ("logme", "sfda", "consensus")])
+def test_components_are_computed_once_with_their_standalone_scores(monkeypatch, order):
+    """In one scoring call, consensus and the standalone scores share each component's
+    value: every component runs once, whatever the order, and the values are those of a
+    call that scores each on its own."""
+    from zoosel.engine.runner import score_arrays
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 10)
+    features = rng.normal(size=(30, 16)) + 1.5 * rng.normal(size=(3, 16))[labels]
+    calls: dict[str, int] = {}
+    registry = _counting_registry(monkeypatch, calls)
+    values, parts, _ = score_arrays({"features": features}, labels, 3,
+                                    {name: registry[name] for name in order})
+    assert calls == dict.fromkeys(consensus.COMPONENTS, 1)
+    alone = {}
+    for name in consensus.COMPONENTS:
+        alone.update(score_arrays({"features": features}, labels, 3,
+                                  {name: registry[name]})[0])
+    assert parts["consensus"] == pytest.approx(alone)
+    assert {k: values[k] for k in ("logme", "sfda")} == pytest.approx(
+        {k: alone[k] for k in ("logme", "sfda")})
+
+
+def test_scoring_one_feature_set_leaves_out_pool_relative_scores():
+    import zoosel
+    from zoosel.errors import UsageError
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(2), 6)
+    features = rng.normal(size=(12, 5))
+    values = zoosel.score(features, labels)
+    assert consensus.NAME not in values and "logme" in values
+    assert consensus.NAME not in zoosel.score(features, labels, scorers=["all"])
+    with pytest.raises(UsageError, match="zoosel select"):
+        zoosel.score(features, labels, scorers=[consensus.NAME])
+
+
 def _tensor(x):
     import torch
 

@@ -231,14 +231,13 @@ def test_rankagg_as_a_scorer_over_a_local_zoo(installed_plugins, tiny, tmp_path)
         assert row["scores"]["rankagg"] == pytest.approx(expected)
     values = [r["scores"]["rankagg"] for r in rows]
     assert values == sorted(values, reverse=True)
-    # with a single candidate (zoosel score), the pool of one gets 1
+    # one feature set (zoosel score) is no pool: asking for it says what to do instead
     import numpy as np
 
     feats = torch.randn(12, 6, generator=torch.Generator().manual_seed(0)).numpy()
     np.savez(tmp_path / "f.npz", features=feats, labels=np.arange(12) % 3)
-    single = json.loads(run("score", "--features", str(tmp_path / "f.npz"), "-s", "rankagg",
-                            "--format", "json").output)
-    assert single == {"rankagg": 1.0}
+    refused = run("score", "--features", str(tmp_path / "f.npz"), "-s", "rankagg", code=2)
+    assert "rankagg compares candidates" in refused.output and "Traceback" not in refused.output
 
 
 class _Extractor(torch.nn.Module):

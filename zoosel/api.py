@@ -507,9 +507,20 @@ def score(
 ) -> dict[str, float]:
     """Score features the user already has, with no model: ``{scorer: value}``.
 
-    Labels may be any hashable values; they are mapped to ``0..C-1``.
+    Labels may be any hashable values; they are mapped to ``0..C-1``. Pool-relative
+    scorers (such as the default ``consensus``) rank candidates against each other, so
+    they have no value for one feature set: the default set leaves them out and naming
+    one is an error.
     """
     chosen = select_scorers(scorers)
+    relative = [name for name, s in chosen.items() if s.pool_normalize is not None]
+    named = [name for name in relative if name in (scorers or ())]
+    if named:
+        raise UsageError(
+            f"{', '.join(named)} compares candidates with each other, so it has no value "
+            "for a single feature set; rank several models with `zoosel select` (or "
+            "`zoosel.rank`), or score its components by name (see `zoosel scorers`).")
+    chosen = {name: s for name, s in chosen.items() if name not in relative}
     _, y = np.unique(np.asarray(labels), return_inverse=True)
     arrays = {}
     if features is not None:
@@ -517,10 +528,6 @@ def score(
     if source_probs is not None:
         arrays["source_probs"] = np.asarray(source_probs)
     values, components, notes = score_arrays(arrays, y, int(y.max()) + 1, chosen)
-    for name, parts in components.items():
-        pool_normalize = chosen[name].pool_normalize
-        assert pool_normalize is not None  # only pool-relative scorers return components
-        values[name] = pool_normalize({"features": parts})["features"]
     if not values:
         raise UsageError("no scorer could run: " + "; ".join(notes))
     return values

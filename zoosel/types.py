@@ -206,6 +206,10 @@ class ScoreInputs:
     """float (Cs, D) class-mean features of the candidate on its source domain."""
     source_weights: torch.Tensor | None = None
     """float (Cs,) share of each source class in the source sample (sums to 1)."""
+    computed: dict[str, float] | None = field(default=None, compare=False, repr=False)
+    """Values of other scorers already computed on these same arrays in this call, by
+    name: a combination of scores reads its components here instead of recomputing them
+    (and adds the ones it computes)."""
 
 
 @dataclass(frozen=True)

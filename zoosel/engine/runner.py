@@ -229,6 +229,7 @@ def _score_outcomes(
     tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     outcomes: dict[str, dict[str, Any]] = {}
+    computed: dict[str, float] = {}  # scalar values so far, shared with combinations
     for name, scorer in scorers.items():
         missing = [n for n in scorer.needs if n.value not in tensors]
         if missing:
@@ -247,10 +248,11 @@ def _score_outcomes(
             else None,
             source_weights=tensors.get("source_weights") if Need.SOURCE_MEANS in scorer.needs
             else None,
+            computed=computed,
         )
         began = time.perf_counter()
         try:
-            value = scorer.fn(inputs)
+            value = computed[name] if name in computed else scorer.fn(inputs)
         except ScoringError as exc:
             outcomes[name] = {"note": str(exc), "seconds": time.perf_counter() - began}
             continue
@@ -264,6 +266,7 @@ def _score_outcomes(
                               "seconds": seconds}
         else:
             outcomes[name] = {"value": float(value), "seconds": seconds}
+            computed[name] = float(value)
     return outcomes
 
 

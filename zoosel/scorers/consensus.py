@@ -110,15 +110,22 @@ def component_values(inputs: ScoreInputs, scorers: Mapping[str, Scorer | None],
     candidate's inputs; raises :class:`ScoringError`, naming ``owner``, when none has one."""
     values: dict[str, float] = {}
     problems: list[str] = []
+    given = _given(inputs)
     for name, scorer in scorers.items():
         if scorer is None:
             problems.append(f"{name}: not registered")
             continue
+        # A value the engine already has is reused only when this call could have computed
+        # it: the component reads nothing these inputs lack.
+        shared = inputs.computed if inputs.computed is not None and scorer.needs <= given \
+            else {}
         try:
-            value = float(scorer.fn(inputs))  # type: ignore[arg-type]
+            value = shared[name] if name in shared else float(scorer.fn(inputs))  # type: ignore[arg-type]
         except ScoringError as exc:
             problems.append(f"{name}: {exc}")
             continue
+        if math.isfinite(value) and inputs.computed is shared:
+            shared.setdefault(name, value)
         if math.isfinite(value):
             values[name] = value
         else:
@@ -127,6 +134,14 @@ def component_values(inputs: ScoreInputs, scorers: Mapping[str, Scorer | None],
         raise ScoringError(f"{owner}: no component score could be computed "
                            f"({'; '.join(problems) or 'none registered'}).")
     return values
+
+
+def _given(inputs: ScoreInputs) -> frozenset[Need]:
+    """The needs these inputs satisfy."""
+    fields = {Need.FEATURES: inputs.features, Need.SOURCE_PROBS: inputs.source_probs,
+              Need.GRADIENT_SKETCH: inputs.gradient_sketch,
+              Need.PROBE_FEATURES: inputs.probe_features, Need.SOURCE_MEANS: inputs.source_means}
+    return frozenset(n for n, v in fields.items() if v is not None)
 
 
 def components(inputs: ScoreInputs) -> dict[str, float]:
