@@ -2,7 +2,9 @@
 
 Loops of many small operations (per-image transforms, small scoring inputs, LAPACK calls
 between large products) gain nothing from several threads: each parallel region costs
-more than the operation saves, and far more when other processes share the cores.
+more than the operation saves, and far more when other processes share the cores (on a
+loaded machine a threaded ``eigh`` of a 100 x 100 matrix was measured at 0.6 s against
+1 ms on one thread).
 """
 
 from __future__ import annotations

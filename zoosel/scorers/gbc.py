@@ -68,23 +68,22 @@ O(C^2 k) for the pairs.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from zoosel.errors import ScoringError
 from zoosel.hookspecs import hookimpl
 from zoosel.scorers.inputs import as_float64, check_labels
+from zoosel.threads import serial
 from zoosel.types import Need, ScoreInputs, Scorer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     import torch
 
 __all__ = [
     "bhattacharyya_distances",
     "gbc",
-    "one_thread",
     "pca_project",
     "register_scorers",
     "top_eigh",
@@ -101,28 +100,6 @@ _CHEBYSHEV_DEGREE = 6
 _SUBSPACE_ITERATIONS = 60
 _PAIR_BLOCK = 1 << 20  # entries of one (rows, C, k) block of the pairwise computation
 _GAUSSIANS = ("diagonal", "spherical")
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run the enclosed torch work with one intra-op thread, then restore the setting.
-
-    For symmetric eigen-decompositions and small or memory-bound work: they gain little
-    from threads, and on a shared, loaded machine the many parallel regions of a threaded
-    ``eigh`` can make it 10 to 1000 times slower than one thread (measured: 0.6 s against
-    1 ms for 100 x 100). Large products and Cholesky factorisations stay threaded.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def varying_columns(f: torch.Tensor) -> torch.Tensor:
@@ -149,7 +126,7 @@ def _orthonormal(w: torch.Tensor) -> torch.Tensor:
 def _dense_top(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     import torch
 
-    with one_thread():
+    with serial():
         lam, vec = torch.linalg.eigh(a)
     return lam.flip(0)[:k], vec.flip(1)[:, :k]
 
@@ -168,11 +145,11 @@ def top_eigh(a: torch.Tensor, k: int, seed: int = 0) -> tuple[torch.Tensor, torc
     if m <= DENSE_EIGH_MAX or 4 * p >= m:
         return _dense_top(a, k)
     gen = torch.Generator(device=a.device).manual_seed(seed)
-    with one_thread():
+    with serial():
         x = _orthonormal(torch.randn(m, p, generator=gen, dtype=a.dtype, device=a.device))
     for _ in range(_SUBSPACE_ITERATIONS):
         ax = a @ x  # the products with A are the only threaded work here
-        with one_thread():
+        with serial():
             h = x.mT @ ax
             theta, u = torch.linalg.eigh((h + h.mT) / 2)  # Rayleigh-Ritz
             theta, u = theta.flip(0), u.flip(1)
@@ -192,11 +169,11 @@ def top_eigh(a: torch.Tensor, k: int, seed: int = 0) -> tuple[torch.Tensor, torc
             prev, y = x, (ax - centre * x) * (sigma1 / half)
         for _ in range(_CHEBYSHEV_DEGREE - 1):
             ay = a @ y
-            with one_thread():
+            with serial():
                 nxt = 1.0 / (2.0 / sigma1 - sigma)
                 prev, y = y, (ay - centre * y) * (2.0 * nxt / half) - (sigma * nxt) * prev
                 sigma = nxt
-        with one_thread():
+        with serial():
             x = _orthonormal(y)
     return _dense_top(a, k)
 
@@ -290,7 +267,7 @@ def gbc(
     z = f - f.mean(dim=0)
     if pca_dim is not None:
         z = _pca_scores(z, pca_dim, seed)
-    with one_thread():  # (N, k) and (C, C, k) work: small, memory-bound
+    with serial():  # (N, k) and (C, C, k) work: small, memory-bound
         means, var = _class_moments(z, y)
         floor = VARIANCE_FLOOR * float((z - z.mean(dim=0)).square().mean())
         if not floor > 0.0:

@@ -93,8 +93,9 @@ from typing import TYPE_CHECKING
 
 from zoosel.errors import ScoringError
 from zoosel.hookspecs import hookimpl
-from zoosel.scorers.gbc import one_thread, varying_columns
+from zoosel.scorers.gbc import varying_columns
 from zoosel.scorers.inputs import as_float64, check_labels
+from zoosel.threads import serial
 from zoosel.types import Need, ScoreInputs, Scorer
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def _class_terms(
     """Class index per sample (0..C-1 over present classes), sizes (C,), sums of Fc (C, D)."""
     import torch
 
-    with one_thread():
+    with serial():
         _, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
         sums = torch.zeros(counts.numel(), fc.shape[1], dtype=fc.dtype, device=fc.device)
         sums.index_add_(0, inverse, fc)
@@ -171,7 +172,7 @@ def _certified_cholesky(mat: torch.Tensor, size: int, seed: int) -> torch.Tensor
     chol, info = torch.linalg.cholesky_ex(mat)
     if int(info) != 0 or not bool(torch.isfinite(chol.diagonal()).all()):
         return None
-    with one_thread():
+    with serial():
         low, high = _extreme_eigenvalue_estimates(mat, chol, seed)
     if not low > RANK_MARGIN * size * _EPS * high:
         return None
@@ -192,7 +193,7 @@ def _hscore_centred(fc: torch.Tensor, y: torch.Tensor, seed: int) -> float:
         if chol is not None:
             w = torch.linalg.solve_triangular(chol, rhs, upper=False)
             return float((w * w).sum())
-        with one_thread():
+        with serial():
             lam, vec = torch.linalg.eigh(gram)
         keep = lam > size * _EPS * float(lam.max())
         w = vec[:, keep].T @ rhs
@@ -202,7 +203,7 @@ def _hscore_centred(fc: torch.Tensor, y: torch.Tensor, seed: int) -> float:
     shifted = kern + (trace / (n * n))  # adds (tr(K) / N) 1 1^T / N: the 1 direction
     if _certified_cholesky(shifted, size, seed) is not None:
         return float(counts.numel() - 1)  # rank(Fc) = N - 1: P = I - 1 1^T / N
-    with one_thread():
+    with serial():
         lam, vec = torch.linalg.eigh(kern)
     keep = lam > size * _EPS * float(lam.max())
     onehot = torch.zeros(n, counts.numel(), dtype=fc.dtype, device=fc.device)
@@ -304,7 +305,7 @@ def regularized_hscore(
         solved = torch.cholesky_solve(rhs, chol)
         result = a * float((left * solved).sum())
     else:  # numerically indefinite (tiny b): the same quantity through eigenvalues
-        with one_thread():
+        with serial():
             lam, vec = torch.linalg.eigh(gram)
         result = a * float(
             ((vec.T @ left) * (vec.T @ rhs) / (a * lam.clamp_min(0.0) + b)[:, None]).sum()

@@ -46,8 +46,9 @@ from typing import TYPE_CHECKING
 
 from zoosel.errors import ScoringError
 from zoosel.hookspecs import hookimpl
-from zoosel.scorers.gbc import one_thread, varying_columns
+from zoosel.scorers.gbc import varying_columns
 from zoosel.scorers.inputs import as_float64, check_labels
+from zoosel.threads import serial
 from zoosel.types import Need, ScoreInputs, Scorer
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def _rate(z: torch.Tensor, eps: float) -> float:
     if int(info) == 0:
         return float(torch.log(chol.diagonal()).sum())
     # I + PSD is positive definite: only round-off can make Cholesky fail.
-    with one_thread():
+    with serial():
         lam = torch.linalg.eigvalsh(gram / (n * eps)).clamp_min(0.0)
     return 0.5 * float(torch.log1p(lam).sum())
 
@@ -113,7 +114,7 @@ def transrate(
     counts = torch.bincount(y)
     conditional = 0.0
     start = 0
-    with one_thread():  # many small Grams and Cholesky factorisations
+    with serial():  # many small Grams and Cholesky factorisations
         for size in counts.tolist():
             if size:
                 conditional += size / n * _rate(z[order[start : start + size]], eps)
