@@ -98,11 +98,13 @@ PROFILES: dict[str, Profile] = {
     # Three families, each fine-tuned with its own recipe, so that no family wins by the
     # protocol alone: 8 ResNet, 8 ConvNeXt and 8 ViT members from scratch, the ResNet
     # generalist and its 8 variants, 8 Multi-BN members (41). Only the few-shot regimes,
-    # where a selector's choice matters most (the full regime stays in ``standard``):
-    # the ViTs cost about 4x a ConvNeXt per epoch on this CPU.
+    # where a selector's choice matters most (the full regime stays in ``standard``), and
+    # the two ends of the learning-rate grid: the ViTs cost about 4x a ConvNeXt per epoch
+    # on a CPU, and this keeps the build within about 2 hours of 2 cores.
     "diverse": Profile(name="diverse", archs=("resnet", "convnext", "vit"),
                        finetune_recipes=True, regimes={"5-shot": 5, "20-shot": 20},
-                       epochs={"5-shot": 30, "20-shot": 20}, noise_seeds=2),
+                       epochs={"5-shot": 30, "20-shot": 20}, lrs=(0.01, 0.001),
+                       noise_seeds=2),
 }
 
 
