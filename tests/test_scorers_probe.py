@@ -28,7 +28,7 @@ from zoosel.scorers.linear_probe import (
     standardise,
     stratified_folds,
 )
-from zoosel.scorers.ridge_cv import choose_route, ridge_folds
+from zoosel.scorers.ridge_cv import cholesky_lower, choose_route, ridge_folds
 from zoosel.types import Need, ScoreInputs
 
 MODULES = {"knn": knn_mod, "linear_probe": probe_mod}
@@ -465,6 +465,21 @@ def test_ridge_routes_agree() -> None:
         assert torch.equal(test_a, test_b) and torch.equal(a.classes, b.classes)
         assert float((a.weight - b.weight).abs().max()) <= 1e-10
         assert float((logits_a - logits_b).abs().max()) <= 1e-10
+
+
+@pytest.mark.parametrize("d", [1, 7, 128, 129, 300])
+def test_blocked_cholesky_matches_lapack(d: int) -> None:
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(d + 20, d))
+    a = x.T @ x / (d + 20) + 0.1 * np.eye(d)
+    garbage = np.triu(rng.normal(size=(d, d)) * 100, 1)  # the upper triangle is not read
+    got = cholesky_lower(_t(np.tril(a) + garbage), block=32)
+    assert np.abs(np.tril(got.numpy()) - np.linalg.cholesky(a)).max() <= 1e-12
+    rhs = rng.normal(size=(d, 3))
+    solved = torch.cholesky_solve(_t(rhs), got).numpy()
+    assert np.abs(solved - np.linalg.solve(a, rhs)).max() <= 1e-10
+    with pytest.raises(ScoringError, match="positive definite"):
+        cholesky_lower(_t(a - 2 * np.eye(d) * np.linalg.eigvalsh(a).max()), block=32)
 
 
 def test_ridge_route_follows_the_flop_count() -> None:
