@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 _BEFORE = "zoosel 0.1"  # zoosel's former implementation, where a module keeps one
+_GRAM = "one Gram"  # the yardstick, where a module times it: not a peer
 
 
 def _paths() -> None:
@@ -129,6 +130,8 @@ def render(results: dict) -> str:
         "(benchmarks/_common.py make_data: ReLU-like features with class structure, float32 "
         "in). Times are the best of the repeats (3 when N x D <= 1e6, else 1), after an "
         "untimed warm-up. `fastest peer / zoosel` > 1 means zoosel is faster; "
+        "`zoosel / one Gram` is zoosel's time over that of one float64 Gram matrix of the "
+        "same features (F^T F, or F F^T when N < D), timed in the same run; "
         f"`{_BEFORE}` is zoosel's former implementation, timed in the same run. "
         "`rel. diff` is |peer - zoosel| / max(|peer|, |zoosel|).",
         "",
@@ -141,10 +144,12 @@ def render(results: dict) -> str:
             for row in rec["rows"][1:]:
                 if row["impl"] not in impls:
                     impls.append(row["impl"])
-        peers = [i for i in impls if not i.startswith("zoosel")]
+        peers = [i for i in impls if not i.startswith("zoosel") and i != _GRAM]
         before = _BEFORE in impls
         head = ["case", "N", "D", "C", "threads", "zoosel s", *[f"{i} s" for i in impls],
                 "fastest peer / zoosel"]
+        if _GRAM in impls:
+            head.append("zoosel / one Gram")
         if before:
             head.append(f"{_BEFORE} / zoosel")
         head += ["zoosel value", "rel. diff", "notes"]
@@ -162,12 +167,15 @@ def render(results: dict) -> str:
             cells += [_fmt_s(by[i]["seconds"]) if i in by else "-" for i in impls]
             times = [by[i]["seconds"] for i in peers if i in by]
             cells.append(f"{min(times) / zoo['seconds']:.2f}x" if times else "-")
+            if _GRAM in impls:
+                cells.append(f"{zoo['seconds'] / by[_GRAM]['seconds']:.1f}x"
+                             if _GRAM in by else "-")
             if before:
                 cells.append(f"{by[_BEFORE]['seconds'] / zoo['seconds']:.2f}x"
                              if _BEFORE in by else "-")
             cells.append(f"{zoo['value']:.6g}")
             cells.append("; ".join(f"{i} {by[i]['rel_diff']:.1e}" for i in impls
-                                   if i in by and "rel_diff" in by[i]))
+                                   if i in by and "rel_diff" in by[i] and i != _GRAM))
             cells.append("; ".join(f"{r['impl']}: {r['note']}" for r in rows if r.get("note")))
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", entry["notes"], ""]

@@ -7,7 +7,8 @@
   full ``argsort`` per row (at N = 10,000 timed on the first 1,000 rows and scaled by
   N / 1,000, its cost being linear in the rows). Naive B: one torch N x N similarity
   matrix and ``topk`` (memory N^2).
-* Linear probe, fast: :func:`zoosel.scorers.linear_probe.linear_probe`. Naive: the same
+* Linear probe, fast: :func:`zoosel.scorers.linear_probe.linear_probe` with
+  ``solver="logistic"`` (the ridge default is in bench_peers.py). Naive: the same
   folds, standardisation and objective, each fold fitted from zero by
   ``torch.optim.LBFGS`` (history 10, strong Wolfe line search, float64, autograd loss)
   to the same gradient tolerance; at N = 10,000 timed on the first fold and scaled by
@@ -177,7 +178,7 @@ def run_size(n: int, d: int, c: int, quick: bool) -> tuple[list[str], list[str]]
     print("kNN", knn_row, flush=True)
 
     # linear probe
-    t_probe, result = best_of(lambda: probe_mod.linear_probe(f, y), 1)
+    t_probe, result = best_of(lambda: probe_mod.linear_probe(f, y, solver="logistic"), 1)
     n_folds = len(result.fits)
     use = [0] if big or quick else list(range(n_folds))
     t_naive, (preds, weights) = best_of(lambda: probe_naive(f, y, result.folds, use), 1)

@@ -28,6 +28,7 @@ from zoosel.scorers.linear_probe import (
     standardise,
     stratified_folds,
 )
+from zoosel.scorers.ridge_cv import cholesky_lower, choose_route, ridge_folds
 from zoosel.types import Need, ScoreInputs
 
 MODULES = {"knn": knn_mod, "linear_probe": probe_mod}
@@ -369,16 +370,140 @@ def test_accuracy_equals_per_fold_loop(n: int, d: int, weights: list[float], noi
         y = np.where(y == 2, 0, y)
         y[17] = 2  # exactly one sample of class 2
     f = 5.0 + 3.0 * _informative(rng, y, d, noise=noise)
-    result = linear_probe(_t(f), _t(y))
+    result = linear_probe(_t(f), _t(y), solver="logistic")
     fold = stratified_folds(_t(y), fold_count(_t(y)), seed=0).numpy()
     assert np.array_equal(result.folds.numpy(), fold)
     expected = _per_fold_accuracy(f, y, fold, probe_mod.DEFAULT_L2)
     assert 0 < expected < 1
     assert result.accuracy == pytest.approx(expected, abs=1e-12)
-    assert linear_probe_accuracy(_t(f), _t(y)) == result.accuracy
+    assert linear_probe_accuracy(_t(f), _t(y), solver="logistic") == result.accuracy
     assert result.accuracy == pytest.approx(float(result.credit.mean()), abs=1e-15)
     if n == 41:
         assert fold_count(_t(y)) == 2 and float(result.credit[17]) == 0.0
+
+
+def _ridge_lstsq(f: np.ndarray, y: np.ndarray, train: np.ndarray, l2: float):
+    """One ridge fold from scratch: numpy standardisation and an augmented lstsq problem.
+
+    Minimises |[z 1] [W; b] - Y|^2 + n l2 |W|^2 (J of the module times 2n) by appending
+    the rows sqrt(n l2) [I 0] with zero targets; the bias column is not penalised.
+    """
+    x = f[train]
+    n, d = x.shape
+    mu, sd = x.mean(axis=0), x.std(axis=0)
+    keep = sd > 1e-10 * np.abs(x).max(axis=0)
+
+    def std(rows):
+        return np.where(keep, (rows - mu) / np.where(keep, sd, 1.0), 0.0)
+
+    classes = np.unique(y[train])
+    targets = (y[train][:, None] == classes[None, :]).astype(np.float64)
+    design = np.block([[std(x), np.ones((n, 1))],
+                       [np.sqrt(n * l2) * np.eye(d), np.zeros((d, 1))]])
+    rhs = np.vstack([targets, np.zeros((d, classes.size))])
+    sol = np.linalg.lstsq(design, rhs, rcond=None)[0]
+    return classes, sol[:-1], sol[-1], lambda rows: std(rows) @ sol[:-1] + sol[-1]
+
+
+def _ridge_case(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(len(kind))
+    if kind == "n_greater_than_d":
+        y = _labels(rng, 75, [1, 1, 1])
+        return _informative(rng, y, 6, noise=1.5), y
+    if kind == "n_less_than_d":
+        y = _labels(rng, 30, [1, 1, 1])
+        return _informative(rng, y, 45, noise=3.0), y
+    if kind == "one_sample_class":  # 2 folds; class 2 is absent from one training fold
+        y = np.where(_labels(rng, 41, [1, 1]) == 1, 1, 0)
+        y[17] = 2
+        return _informative(rng, y, 5, noise=1.5), y
+    if kind == "sparse_columns":  # a column nonzero in one row: constant on some folds
+        y = _labels(rng, 50, [2, 1, 1])
+        f = np.maximum(_informative(rng, y, 8, noise=1.5), 0.0)
+        f[:, 0] = 0.0
+        f[3, 0] = 2.5
+        f[:, 1] = -4.0
+        return f, y
+    if kind == "large_mean":  # mean 1e4 times the spread
+        y = _labels(rng, 60, [1, 1, 1, 1])
+        return 1e4 + _informative(rng, y, 7, noise=1.2), y
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("route", ["gram", "kernel"])
+@pytest.mark.parametrize(
+    "kind", ["n_greater_than_d", "n_less_than_d", "one_sample_class", "sparse_columns",
+             "large_mean"])
+@pytest.mark.parametrize("l2", [probe_mod.DEFAULT_RIDGE_L2, 1e-3])
+def test_ridge_matches_per_fold_lstsq(kind: str, route: str, l2: float, monkeypatch) -> None:
+    monkeypatch.setattr(probe_mod, "_RIDGE_ROUTE", route)
+    f, y = _ridge_case(kind)
+    result = linear_probe(_t(f), _t(y), l2=l2)
+    fold = result.folds.numpy()
+    credit = np.zeros(len(y))
+    for k, fit in enumerate(result.fits):
+        train, test = fold != k, fold == k
+        classes, w, b, logits = _ridge_lstsq(f, y, train, l2)
+        assert fit.route == route
+        assert result.classes[k].tolist() == classes.tolist()
+        assert float(np.abs(fit.weight.numpy() - w).max()) <= 1e-6
+        assert float(np.abs(fit.bias.numpy() - b).max()) <= 1e-6
+        credit[test] = classes[np.argmax(logits(f[test]), axis=1)] == y[test]
+    assert 0 < credit.mean() < 1
+    assert result.credit.tolist() == credit.tolist()
+    assert result.accuracy == pytest.approx(float(credit.mean()), abs=1e-15)
+
+
+def test_ridge_routes_agree() -> None:
+    rng = np.random.default_rng(9)
+    y = _labels(rng, 90, [3, 2, 1, 1])
+    f = _t(np.maximum(_informative(rng, y, 20, noise=2.0), 0.0))
+    folds = stratified_folds(_t(y), 5)
+    gram = ridge_folds(f, _t(y), folds, 5, 0.1, rtol=1e-10, route="gram")
+    kernel = ridge_folds(f, _t(y), folds, 5, 0.1, rtol=1e-10, route="kernel")
+    for (a, test_a, logits_a), (b, test_b, logits_b) in zip(gram, kernel, strict=True):
+        assert torch.equal(test_a, test_b) and torch.equal(a.classes, b.classes)
+        assert float((a.weight - b.weight).abs().max()) <= 1e-10
+        assert float((logits_a - logits_b).abs().max()) <= 1e-10
+
+
+@pytest.mark.parametrize("d", [1, 7, 128, 129, 300])
+def test_blocked_cholesky_matches_lapack(d: int) -> None:
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(d + 20, d))
+    a = x.T @ x / (d + 20) + 0.1 * np.eye(d)
+    garbage = np.triu(rng.normal(size=(d, d)) * 100, 1)  # the upper triangle is not read
+    got = cholesky_lower(_t(np.tril(a) + garbage), block=32)
+    assert np.abs(np.tril(got.numpy()) - np.linalg.cholesky(a)).max() <= 1e-12
+    rhs = rng.normal(size=(d, 3))
+    solved = torch.cholesky_solve(_t(rhs), got).numpy()
+    assert np.abs(solved - np.linalg.solve(a, rhs)).max() <= 1e-10
+    with pytest.raises(ScoringError, match="positive definite"):
+        cholesky_lower(_t(a - 2 * np.eye(d) * np.linalg.eigvalsh(a).max()), block=32)
+
+
+def test_ridge_route_follows_the_flop_count() -> None:
+    # N = 2,500, D = 2,048: one Gram and 5 D x D factorisations beat 5 kernels of 2,000
+    assert choose_route(2500, 2048, 5) == "gram"
+    assert choose_route(20000, 2048, 5) == "gram"
+    # few rows, many features: the n x n kernels are far cheaper
+    assert choose_route(500, 2048, 5) == "kernel"
+    assert choose_route(30, 45, 3) == "kernel"
+
+
+def test_solvers_rank_a_hand_made_case_identically() -> None:
+    # Three candidate feature sets for the same 90 labels: class means 3, 1 and 0 (no
+    # signal) times the same random means, plus the same unit noise. Both solvers must
+    # order them alike, with clear gaps.
+    rng = np.random.default_rng(30)
+    y = np.repeat([0, 1, 2], 30)
+    means, noise = rng.normal(size=(3, 5)), rng.normal(size=(90, 5))
+    candidates = {sep: sep * means[y] + noise for sep in (3.0, 1.0, 0.0)}
+    for solver in probe_mod.SOLVERS:
+        acc = [linear_probe_accuracy(_t(f), _t(y), solver=solver)
+               for f in candidates.values()]
+        assert acc[0] > acc[1] + 0.1 and acc[1] > acc[2] + 0.1, (solver, acc)
+        assert acc[0] >= 0.9 and acc[2] <= 0.5, (solver, acc)
 
 
 def test_probe_subspace_start_does_not_change_the_result(monkeypatch) -> None:
@@ -386,27 +511,32 @@ def test_probe_subspace_start_does_not_change_the_result(monkeypatch) -> None:
     rng = np.random.default_rng(4)
     y = _labels(rng, 40, [1, 1])
     f = _t(np.maximum(_informative(rng, y, 120, noise=2.0), 0))
-    with_start = linear_probe(f, _t(y), gtol=1e-10)
+    with_start = linear_probe(f, _t(y), gtol=1e-10, solver="logistic")
     monkeypatch.setattr(probe_mod, "_SUBSPACE_RATIO", 10**9)
-    without = linear_probe(f, _t(y), gtol=1e-10)
+    without = linear_probe(f, _t(y), gtol=1e-10, solver="logistic")
     assert with_start.accuracy == without.accuracy
     for a, b in zip(with_start.fits, without.fits, strict=True):
         assert float((a.weight - b.weight).abs().max()) <= 1e-6
 
 
-def test_probe_hand_worked_constant_features() -> None:
+@pytest.mark.parametrize("solver", probe_mod.SOLVERS)
+def test_probe_hand_worked_constant_features(solver: str) -> None:
     # Six of class 0 and three of class 1: 3 folds (two 0s and one 1 held out each time).
     # Every training fold has four 0s and two 1s: the bias-only fit predicts 0.
     y = torch.tensor([0, 1, 0, 0, 1, 0, 0, 1, 0])
-    assert linear_probe_accuracy(torch.ones(9, 4), y) == pytest.approx(6 / 9, abs=1e-15)
+    acc = linear_probe_accuracy(torch.ones(9, 4), y, solver=solver)
+    assert acc == pytest.approx(6 / 9, abs=1e-15)
     # Two and two: 2 folds with one of each held out; the training folds tie: credit 1/2.
-    result = linear_probe(torch.full((4, 3), -7.0), torch.tensor([0, 0, 1, 1]))
+    result = linear_probe(torch.full((4, 3), -7.0), torch.tensor([0, 0, 1, 1]), solver=solver)
     assert result.accuracy == 0.5 and result.credit.tolist() == [0.5] * 4
     fit = result.fits[0]
-    assert fit.weight.abs().max() == 0 and fit.bias.tolist() == [0.0, 0.0]
+    # logistic: softmax(b) = the frequencies, b summing to 0; ridge: b = the frequencies
+    bias = [0.0, 0.0] if solver == "logistic" else [0.5, 0.5]
+    assert fit.weight.abs().max() == 0 and fit.bias.tolist() == bias
 
 
-def test_probe_degenerate_inputs_are_finite() -> None:
+@pytest.mark.parametrize("solver", probe_mod.SOLVERS)
+def test_probe_degenerate_inputs_are_finite(solver: str) -> None:
     rng = np.random.default_rng(8)
     y = _labels(rng, 20, [1, 1])
     cases = {
@@ -416,28 +546,35 @@ def test_probe_degenerate_inputs_are_finite() -> None:
         "some_constant_columns": np.concatenate([rng.normal(size=(20, 2)), np.ones((20, 3))], 1),
     }
     for name, f in cases.items():
-        acc = linear_probe_accuracy(_t(f), _t(y))
+        acc = linear_probe_accuracy(_t(f), _t(y), solver=solver)
         assert 0.0 <= acc <= 1.0 and math.isfinite(acc), name
     # two samples, two classes: each training fold holds one class, the other is missed
-    assert linear_probe_accuracy(torch.randn(2, 3), torch.tensor([0, 1])) == 0.0
+    two = linear_probe_accuracy(torch.randn(2, 3), torch.tensor([0, 1]), solver=solver)
+    assert two == 0.0
 
 
-def test_probe_invariances() -> None:
+@pytest.mark.parametrize("solver", probe_mod.SOLVERS)
+def test_probe_invariances(solver: str) -> None:
     rng = np.random.default_rng(21)
     y = _labels(rng, 60, [2, 1, 1])
     f = _informative(rng, y, 7, noise=1.6)
-    base = linear_probe_accuracy(_t(f), _t(y))
+
+    def acc(features, labels, **kw):
+        return linear_probe_accuracy(_t(features), _t(labels), solver=solver, **kw)
+
+    base = acc(f, y)
     assert 0 < base < 1
     relabel = np.array([1, 2, 0])
-    assert linear_probe_accuracy(_t(f), _t(relabel[y])) == base
+    assert acc(f, relabel[y]) == base
     for scale in (1e-6, 1e6):
-        assert linear_probe_accuracy(_t(scale * f), _t(y)) == base
+        assert acc(scale * f, y) == base
     per_feature = rng.uniform(0.01, 100, size=7)
-    assert linear_probe_accuracy(_t(f * per_feature + 50.0), _t(y)) == base
+    assert acc(f * per_feature + 50.0, y) == base
+    assert acc(f + 1e6, y) == base  # a mean far above the spread loses no digits
     f32 = torch.from_numpy(f).float()
-    assert linear_probe_accuracy(f32, _t(y)) == linear_probe_accuracy(f32.double(), _t(y))
+    assert acc(f32.numpy(), y) == acc(f32.double().numpy(), y)
     # another seed draws other folds: still a valid accuracy
-    assert 0 <= linear_probe_accuracy(_t(f), _t(y), seed=3) <= 1
+    assert 0 <= acc(f, y, seed=3) <= 1
 
 
 def test_probe_rejects_bad_input() -> None:
@@ -448,6 +585,8 @@ def test_probe_rejects_bad_input() -> None:
             linear_probe_accuracy(f, y, l2=l2)
     with pytest.raises(ScoringError, match="folds"):
         linear_probe_accuracy(f, y, folds=1)
+    with pytest.raises(ScoringError, match="solver must be one of ridge, logistic"):
+        linear_probe_accuracy(f, y, solver="svm")
     with pytest.raises(ScoringError, match="2 distinct classes"):
         linear_probe_accuracy(f, torch.zeros(10, dtype=torch.int64))
     bad = f.clone()
@@ -479,6 +618,7 @@ def _registered_via_own_manager() -> dict:
 def test_registration_own_manager() -> None:
     found = _registered_via_own_manager()
     assert set(found) == {"knn", "linear_probe"}
+    assert found["linear_probe"].version == "2"  # 1: logistic regression by L-BFGS
     for scorer in found.values():
         assert set(scorer.needs) == {Need.FEATURES}
         assert scorer.summary and scorer.reference and scorer.cost
@@ -526,10 +666,13 @@ def test_gpu_matches_cpu() -> None:
     f = torch.from_numpy(_informative(rng, y, 12, noise=1.5)).float()
     yt = _t(y)
     assert knn_accuracy(f.cuda(), yt.cuda(), block_size=5) == knn_accuracy(f, yt)
-    assert linear_probe_accuracy(f.cuda(), yt.cuda()) == linear_probe_accuracy(f, yt)
+    for solver in probe_mod.SOLVERS:
+        gpu = linear_probe_accuracy(f.cuda(), yt.cuda(), solver=solver)
+        assert gpu == linear_probe_accuracy(f, yt, solver=solver)
 
 
-def test_probe_folds_in_parallel_give_the_one_thread_result() -> None:
+@pytest.mark.parametrize("solver", probe_mod.SOLVERS)
+def test_probe_folds_in_parallel_give_the_one_thread_result(solver: str) -> None:
     # T threads fit T folds at once, one thread each: bit-identical to a one-thread run,
     # and the caller's thread count is restored.
     # Large enough (N D > 32768) that torch would split reductions over threads.
@@ -539,16 +682,17 @@ def test_probe_folds_in_parallel_give_the_one_thread_result() -> None:
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = linear_probe(f, _t(y))
+        one = linear_probe(f, _t(y), solver=solver)
         torch.set_num_threads(3)
-        three = linear_probe(f, _t(y))
+        three = linear_probe(f, _t(y), solver=solver)
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
     assert one.accuracy == three.accuracy
     assert torch.equal(one.credit, three.credit)
     for a, b in zip(one.fits, three.fits, strict=True):
-        assert torch.equal(a.weight, b.weight) and a.iterations == b.iterations
+        assert torch.equal(a.weight, b.weight)
+        assert getattr(a, "iterations", 0) == getattr(b, "iterations", 0)
 
 
 def test_knn_float32_screen_gives_the_float64_result(monkeypatch) -> None:
