@@ -6,7 +6,7 @@ where logistic regression on frozen features tracks fine-tuned accuracy), used a
 transferability baseline in Sorkhei et al. 2025 (TMLR, arXiv 2503.18528). The least-
 squares classifier on one-hot targets ("ridge classifier", Rifkin and Klautau 2004,
 JMLR 5, "In Defense of One-Vs-All Classification") is the default: its folds come in
-closed form from one Gram matrix (:mod:`zoosel.scorers.ridge_cv`), at 2-7x the time of
+closed form from one Gram matrix (:mod:`zoosel.scorers.ridge_cv`), at 2-4x the time of
 one Gram where the logistic fit, an iterative solver, takes 40-70x.
 
 Two solvers (``solver``), the same folds, standardisation, prediction and credit:
