@@ -35,7 +35,7 @@ float64). When the coordinates are principal axes (the row space when N < D, see
 the eigenvectors of xc^T xc when N >= D and D + 2 D^2 / N <= 10 K, where that is cheap),
 H0 is scaled per coordinate by the inverse curvature at the start,
 N / (lambda_j / K + 1). The fit stops when the bound, O(N K) per step from the logits,
-moved by less than 1e-7 (relative) over the last 5 steps while the largest gradient entry
+moved by less than 2e-7 (relative) over the last 5 steps while the largest gradient entry
 is below 1e-4 of its value at 0 (or it is below 1e-9 of it, or after 500 steps). A
 gradient rule alone does not bound the bound's error: the complexity term moves to first
 order with the head, so a gradient 1e-6 of its start still left it 3e-5 from its value at
