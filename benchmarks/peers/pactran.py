@@ -34,7 +34,7 @@ NOTES = (
     "line objective) only O(N K) per trial; H0 scaled per coordinate by the inverse "
     "curvature at the start when the coordinates are principal axes (the row space when "
     "N < D; the principal axes when N >= D and D + 2 D^2 / N <= 10 K); it stops once the "
-    "bound (O(N K) per step from the logits) moved less than 2e-7 (relative) over 5 "
+    "bound (O(N K) per step from the logits) moved less than 3e-7 (relative) over 4 "
     "steps with the gradient below 1e-4 of its start, and reports the bound in float64. "
     "`rel. diff` is against zoosel's value; the fits' distances from the exact minimum "
     "(a float64 fit to a 1e-9 gradient) were measured separately: see the text below. "
