@@ -44,6 +44,15 @@ def cases(quick: bool) -> list[dict]:
     ]
 
 
+def _standardised(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x`` centred and scaled to unit variance per column (constant columns zeroed), with
+    the mean and inverse scale to apply to held-out rows."""
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    inv = np.where(std > 1e-10 * np.abs(x).max(axis=0), 1 / np.where(std > 0, std, 1), 0)
+    return (x - mean) * inv, mean, inv
+
+
 def plain_lbfgs(f: np.ndarray, y: np.ndarray, fold: np.ndarray, use: list[int],
                 l2: float = probe_mod.DEFAULT_L2) -> tuple[float, int]:
     """Per fold: standardise, scipy L-BFGS-B from zero (float64 numpy), predict.
@@ -55,11 +64,7 @@ def plain_lbfgs(f: np.ndarray, y: np.ndarray, fold: np.ndarray, use: list[int],
     for k in use:
         train, test = fold != k, fold == k
         classes, y_train = np.unique(y[train], return_inverse=True)
-        x = f[train]
-        mean = x.mean(axis=0)
-        std = x.std(axis=0)
-        inv = np.where(std > 1e-10 * np.abs(x).max(axis=0), 1 / np.where(std > 0, std, 1), 0)
-        xs = (x - mean) * inv
+        xs, mean, inv = _standardised(f[train])
         n, d = xs.shape
         c = classes.size
         onehot = np.eye(c)[y_train]
@@ -92,11 +97,7 @@ def per_fold_ridge(f: np.ndarray, y: np.ndarray, fold: np.ndarray,
     for k in range(int(fold.max()) + 1):
         train, test = fold != k, fold == k
         classes, y_train = np.unique(y[train], return_inverse=True)
-        x = f[train]
-        mean = x.mean(axis=0)
-        std = x.std(axis=0)
-        inv = np.where(std > 1e-10 * np.abs(x).max(axis=0), 1 / np.where(std > 0, std, 1), 0)
-        xs = (x - mean) * inv
+        xs, mean, inv = _standardised(f[train])
         n, d = xs.shape
         onehot = np.eye(classes.size)[y_train]
         if d <= n:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from _common import best_of, rel_diff
 
+from peers.leep import cases as cases  # the same sizes as LEEP, on the same probabilities
 from peers.leep import source_probs
 from zoosel.errors import ScoringError
 from zoosel.scorers.inputs import check_labels
@@ -30,17 +31,6 @@ NOTES = (
     "minimum), takes numpy's vectorised argmax and counts the pairs with one bincount. "
     "Values agree to round-off."
 )
-
-
-def cases(quick: bool) -> list[dict]:
-    """N = 500, 2500 and 20000 at Cs = 1000, C = 100."""
-    if quick:
-        return [{"n": 200, "d": 50, "c": 5, "label": "quick"}]
-    return [
-        {"n": 500, "d": 1000, "c": 100, "label": "N = 500"},
-        {"n": 2500, "d": 1000, "c": 100, "label": "N = 2500"},
-        {"n": 20000, "d": 1000, "c": 100, "label": "N = 20000"},
-    ]
 
 
 def tllib(source: np.ndarray, target: np.ndarray) -> float:

@@ -137,11 +137,8 @@ def component_values(inputs: ScoreInputs, scorers: Mapping[str, Scorer | None],
 
 
 def _given(inputs: ScoreInputs) -> frozenset[Need]:
-    """The needs these inputs satisfy."""
-    fields = {Need.FEATURES: inputs.features, Need.SOURCE_PROBS: inputs.source_probs,
-              Need.GRADIENT_SKETCH: inputs.gradient_sketch,
-              Need.PROBE_FEATURES: inputs.probe_features, Need.SOURCE_MEANS: inputs.source_means}
-    return frozenset(n for n, v in fields.items() if v is not None)
+    """The needs these inputs satisfy (each need names its field of :class:`ScoreInputs`)."""
+    return frozenset(n for n in Need if getattr(inputs, n.value) is not None)
 
 
 def components(inputs: ScoreInputs) -> dict[str, float]:
