@@ -383,3 +383,58 @@ def test_committed_benchmark_fit_is_the_shipped_default():
     assert fit["fit_all"] == fit["shipped"] == C.Combination(
         consensus.METHOD, consensus.COMPONENTS).label
     assert again["aggregates"]["5-shot"][C.LOTO] == committed["aggregates"]["5-shot"][C.LOTO]
+
+
+# --------------------------------------------------------------------------- several builds
+
+# Three members; on task a sfda is right and logme puts m2 first (regret 50, 2 trials:
+# loss 52); on tasks b and c logme is right and sfda puts m1 first (regret 1, 2 trials:
+# loss 3). A right pick costs 1 (no regret, 1 trial).
+ACC_A = {"m1": 0.9, "m2": 0.4, "m3": 0.3}
+ACC_BC = {"m1": 0.59, "m2": 0.6, "m3": 0.2}
+M1_M2_M3 = {"m1": 3.0, "m2": 2.0, "m3": 1.0}
+M2_M1_M3 = {"m1": 2.0, "m2": 3.0, "m3": 1.0}
+
+
+def _two_builds():
+    """Builds std and div with the same tasks a, b, c (one regime each)."""
+    tasks, groups, builds = {}, {}, {}
+    for build in ("std", "div"):
+        for task, acc in (("a", ACC_A), ("b", ACC_BC), ("c", ACC_BC)):
+            name = f"{build}/{task}"
+            tasks[name] = {"5-shot": {"accuracy": dict(acc), "scores": {
+                "sfda": dict(M1_M2_M3), "logme": dict(M2_M1_M3)}}}
+            groups[name], builds[name] = task, build
+    return tasks, groups, builds
+
+
+def test_grouped_folds_hold_a_task_out_of_every_build_by_hand():
+    tasks, groups, builds = _two_builds()
+    sfda, logme = C.Combination("z", ("sfda",)), C.Combination("z", ("logme",))
+    assert C.loss(tasks["std/a"]["5-shot"], M2_M1_M3) == pytest.approx(52.0)
+    assert C.loss(tasks["std/b"]["5-shot"], M1_M2_M3) == pytest.approx(3.0)
+    picks, fitted = C.fit_loto(tasks, ["5-shot"], [sfda, logme], groups=groups, builds=builds)
+    # held-out a: trained on b, c of both builds: sfda 3, logme 1
+    # held-out b: on a, c: sfda (1 + 3) / 2 = 2 in each build, logme (52 + 1) / 2 = 26.5
+    # held-out c: the same as b
+    assert picks == {"a": logme, "b": sfda, "c": sfda}
+    # every task: sfda (1 + 3 + 3) / 3 = 2.33 in each build, logme (52 + 1 + 1) / 3 = 18
+    assert fitted == sfda
+    # A fold per target would leak: holding out div/a only, the fit still sees std/a:
+    # sfda (7/3 + 3) / 2 = 2.67, logme (18 + 1) / 2 = 9.5, so div/a would get sfda.
+    leaky, _ = C.fit_loto(tasks, ["5-shot"], [sfda, logme], builds=builds)
+    assert leaky["div/a"] == sfda != picks["a"]
+
+
+def test_builds_weigh_equally_whatever_their_number_of_targets():
+    one, two = C.Combination("z", ("one",)), C.Combination("z", ("two",))
+    # build X: three pairs where one costs 1 and two 2; build Y: one pair, 4 against 2.
+    table = {(c, t, r): v for c, t, r, v in [
+        (one, "X/a", "r1", 1.0), (one, "X/a", "r2", 1.0), (one, "X/a", "r3", 1.0),
+        (one, "Y/a", "r1", 4.0),
+        (two, "X/a", "r1", 2.0), (two, "X/a", "r2", 2.0), (two, "X/a", "r3", 2.0),
+        (two, "Y/a", "r1", 2.0)]}
+    # per pair: one (1 + 1 + 1 + 4) / 4 = 1.75 < two 2; per build: one (1 + 4) / 2 = 2.5
+    # > two (2 + 2) / 2 = 2
+    assert C.choose(table, [one, two], ["X/a", "Y/a"]) == one
+    assert C.choose(table, [one, two], ["X/a", "Y/a"], {"X/a": "X", "Y/a": "Y"}) == two

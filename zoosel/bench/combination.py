@@ -16,6 +16,12 @@ only and ranks the held-out task (row ``loto:consensus``). That row, not the fit
 task (row ``consensus``, in-sample), is the estimate of how the default does on a new
 dataset. Row ``loto:single`` runs the same protocol restricted to one score, the fair
 comparison for "pick the best single score on the benchmark".
+
+Several builds (zoos) at once (:mod:`zoosel.bench.joint`): their tasks are prefixed with
+the build's name, the folds hold a task *group* out of every build together (the same
+dataset in two zoos is one group), and the objective averages each build's mean with
+equal weight (``fit_loto(groups=..., builds=...)``). One build with the defaults is the
+protocol above.
 """
 
 from __future__ import annotations
@@ -105,27 +111,45 @@ def loss_table(tasks: Mapping[str, Mapping[str, Mapping[str, Any]]], regimes: Se
 
 
 def choose(table: Mapping[tuple[Combination, str, str], float],
-           candidates: Sequence[Combination], train: Iterable[str]) -> Combination:
-    """The candidate with the lowest mean loss over the targets of the ``train`` tasks."""
+           candidates: Sequence[Combination], train: Iterable[str],
+           builds: Mapping[str, str] | None = None) -> Combination:
+    """The candidate with the lowest mean loss over the targets of the ``train`` tasks.
+
+    ``builds`` maps a task to the benchmark build it comes from: the loss is then averaged
+    within each build and the builds' means averaged with equal weight, so that a build
+    with more (task, regime) pairs does not outweigh another. Without it (or with one
+    build) every target counts once."""
     train = set(train)
+    losses: dict[Combination, dict[str, list[float]]] = {}
+    for (candidate, task, _), value in table.items():
+        if task in train:
+            build = builds.get(task, "") if builds else ""
+            losses.setdefault(candidate, {}).setdefault(build, []).append(value)
 
     def key(candidate: Combination) -> tuple[float, int, str]:
-        values = [v for (c, t, _), v in table.items() if c == candidate and t in train]
-        mean = sum(values) / len(values) if values else math.inf
+        per_build = losses.get(candidate) or {}
+        means = [sum(values) / len(values) for values in per_build.values()]
+        mean = sum(means) / len(means) if means else math.inf
         return (round(mean, 9), len(candidate.components), candidate.label)
 
     return min(candidates, key=key)
 
 
 def fit_loto(tasks: Mapping[str, Mapping[str, Mapping[str, Any]]], regimes: Sequence[str],
-             candidates: Sequence[Combination], tol: float = 0.0
+             candidates: Sequence[Combination], tol: float = 0.0,
+             groups: Mapping[str, str] | None = None, builds: Mapping[str, str] | None = None,
              ) -> tuple[dict[str, Combination], Combination]:
-    """``({held-out task: combination chosen on the other tasks}, fit on every task)``."""
+    """``({held-out group: combination chosen on the other groups}, fit on every task)``.
+
+    ``groups`` maps each task to its fold (default: the task itself): every task of a
+    group is held out together, so the same dataset seen through two builds never sits on
+    both sides of a fold. ``builds`` weighs the objective per build (see :func:`choose`)."""
     table = loss_table(tasks, regimes, candidates, tol)
     names = sorted(tasks)
-    picks = {held: choose(table, candidates, [t for t in names if t != held])
-             for held in names}
-    return picks, choose(table, candidates, names)
+    group_of = {t: (groups or {}).get(t, t) for t in names}
+    picks = {held: choose(table, candidates, [t for t in names if group_of[t] != held], builds)
+             for held in sorted(set(group_of.values()))}
+    return picks, choose(table, candidates, names, builds)
 
 
 def combined_cost(cost: Mapping[str, float], components: Sequence[str]) -> float:
