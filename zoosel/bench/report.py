@@ -699,19 +699,26 @@ def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
     return dict(sorted(paths.items()))
 
 
+def load_results(path: Path) -> dict[str, Any]:
+    """A written ``results.json``, checked to be one (:class:`UsageError` otherwise)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise UsageError(f"{path} does not exist or is not a file.") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
+        raise UsageError(f"{path} is not a benchmark results file (no 'tasks').")
+    return data
+
+
 def rewrite_report(results_file: Path, out_dir: Path | None = None) -> dict[str, Path]:
     """Evaluate a written ``results.json`` again with the current code (every derived
     number and row recomputed, with the bootstrap settings it records) and write the
     report to ``out_dir`` (default: the folder of ``results_file``). Needs no build."""
     path = Path(results_file)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UsageError(f"{path} does not exist.") from exc
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or "tasks" not in data:
-        raise UsageError(f"{path} is not a benchmark results file (no 'tasks').")
+    data = load_results(path)
     settings = data.get("settings") or {}
     keep = {k: settings[k] for k in ("n_resamples", "seed", "level", "tol") if k in settings}
     return write_report(evaluate_benchmark(data, **keep), Path(out_dir) if out_dir else path.parent)

@@ -169,3 +169,56 @@ def bench_profiles() -> None:
                    f"targets {len(profile.targets or ()) or 'all'}, archs "
                    f"{'+'.join(profile.archs)}, regimes {regimes}, lrs "
                    f"{'/'.join(map(str, profile.lrs))}, workers {profile.workers}")
+
+
+def _named_path(value: str) -> tuple[str | None, Path]:
+    name, sep, path = value.partition("=")
+    return (name, Path(path)) if sep and name and "/" not in name else (None, Path(value))
+
+
+@bench_group.command("fit")
+@click.option("--results", "results", multiple=True, required=True, metavar="[NAME=]PATH",
+              help="A build's results.json (repeatable); NAME defaults to its profile.")
+@click.option("--exclude", multiple=True, metavar="BUILD:SCORE",
+              help="Leave a score out of one build's pairs, e.g. values written before a "
+                   "fix (repeatable).")
+@click.option("--pool", "pools", multiple=True, metavar="POOL",
+              help="Scores the search may combine: features, features+grad, or names "
+                   "separated by commas (repeatable; default: features and features+grad).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write report.md and fit.json there (default: print the report).")
+@click.option("--resamples", default=2000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
+@friendly_errors
+def bench_fit(results: tuple[str, ...], exclude: tuple[str, ...], pools: tuple[str, ...],
+              out: str | None, resamples: int, seed: int) -> None:
+    """Fit the default selector on several builds at once, leaving each task out of every
+    build together, and report its rows next to every single score."""
+    import shlex
+
+    from zoosel.bench import joint
+    from zoosel.errors import UsageError
+
+    excluded: dict[str, list[str]] = {}
+    for item in exclude:
+        build, sep, score = item.partition(":")
+        if not (sep and build and score):
+            raise UsageError(f"--exclude {item!r}: expected BUILD:SCORE, e.g. standard:nleep.")
+        excluded.setdefault(build, []).append(score)
+    builds = joint.load_builds([_named_path(v) for v in results], excluded)
+    record = joint.fit_builds(builds, pools or joint.DEFAULT_POOLS, n_resamples=resamples,
+                              seed=seed)
+    args = ["zoosel", "bench", "fit"]
+    for build, value in zip(builds, results, strict=True):
+        args += ["--results", f"{build.name}={_named_path(value)[1]}"]
+    args += [a for item in exclude for a in ("--exclude", item)]
+    args += [a for p in pools for a in ("--pool", p)]
+    if resamples != 2000 or seed != 0:
+        args += ["--resamples", str(resamples), "--seed", str(seed)]
+    if out is None:
+        click.echo(joint.markdown(record, shlex.join(args)), nl=False)
+        return
+    paths = joint.write(record, Path(out), shlex.join([*args, "--out", out]))
+    for label, fit in record["pools"].items():
+        click.echo(f"{label}: {fit['fit_all']} (single score: {fit['single_fit_all']})")
+    click.echo(f"report: {paths['report.md']}")
