@@ -431,8 +431,10 @@ def markdown(record: Mapping[str, Any], command: str = "") -> str:
         "tasks). Margins: `loto:consensus` minus the row (positive: `loto:consensus` is "
         f"better), mean [bootstrap {s['level']:.0%} interval] over tasks, resampled in "
         f"pairs ({s['n_resamples']} resamples, seed {s['seed']}). Over all builds, a "
-        "task's value is the mean over the builds that have it. Shipped default: "
-        f"`{record['shipped']}`.",
+        "task's value is the mean over the builds that have it. Shipped default "
+        f"(row `{SHIPPED}`): `{record['shipped']}`, fitted on the committed standard build "
+        "(in-sample on that build). `fit:consensus` is the fit on every pair (in-sample "
+        "everywhere), not compared.",
         "",
     ]
     pools = record["pools"]

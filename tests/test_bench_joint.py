@@ -1,0 +1,150 @@
+"""The default fitted on several benchmark builds at once (`zoosel bench fit`), checked on
+a hand-worked case of two builds with the same three tasks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from zoosel.bench import joint
+from zoosel.cli import bench_commands, cli  # noqa: F401  (registers `bench`)
+from zoosel.errors import UsageError
+
+# On task a sfda is right and logme puts m2 first (regret 50 points, 2 trials); on b and
+# c logme is right and sfda puts m1 first (regret 1 point, 2 trials).
+ACC_A = {"m1": 0.9, "m2": 0.4, "m3": 0.3}
+ACC_BC = {"m1": 0.59, "m2": 0.6, "m3": 0.2}
+SFDA = {"m1": 3.0, "m2": 2.0, "m3": 1.0}
+LOGME = {"m1": 2.0, "m2": 3.0, "m3": 1.0}
+
+
+def _results(profile: str) -> dict:
+    tasks = {task: {"5-shot": {"accuracy": dict(acc), "scores": {"sfda": dict(SFDA),
+                                                                  "logme": dict(LOGME)},
+                               "cost": {"sfda": 1.0, "logme": 2.0}}}
+             for task, acc in (("a", ACC_A), ("b", ACC_BC), ("c", ACC_BC))}
+    return {"generalist": "", "tasks": tasks, "meta": {"profile": profile}}
+
+
+def _write(tmp_path, profile: str) -> str:
+    path = tmp_path / profile / "results.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(_results(profile)))
+    return str(path)
+
+
+def _agg(record, pool, scope, row, metric):
+    return record["pools"][pool]["scopes"][scope]["aggregates"]["5-shot"][row][metric]["mean"]
+
+
+def test_joint_fit_by_hand():
+    builds = [joint.build_from_results(_results(n), n) for n in ("std", "div")]
+    record = joint.fit_builds(builds, ["sfda,logme"], n_resamples=50)
+    fit = record["pools"]["sfda,logme"]
+    # Pairs of both builds are alike; per fold (tasks of both builds held out together):
+    # held-out a: on b, c sfda 3, logme 1, both averages (m1 and m2 tie first: regret
+    # 0.5, 1.5 trials) 2 -> logme; held-out b or c: on a and the other, sfda (1 + 3) / 2,
+    # logme (52 + 1) / 2, the averages (26.5 + 2) / 2 -> sfda. Every pair: sfda.
+    assert fit["picks"] == {"a": "logme", "b": "sfda", "c": "sfda"}
+    assert fit["single_picks"] == fit["picks"] and fit["fit_all"] == "sfda"
+    assert fit["n_candidates"] == 4 and fit["masked"] == {"std": [], "div": []}
+    # loto:consensus on std: regret 50 (a), 1 (b), 1 (c); 2 trials each.
+    assert _agg(record, "sfda,logme", "std", "loto:consensus", "top1_regret") == \
+        pytest.approx(52 / 3)
+    assert _agg(record, "sfda,logme", "std", "loto:consensus", "trials_to_best") == 2.0
+    # blind:static puts m2 first on a (mean of b, c) and m1 on b and c: regret 50, 1, 1.
+    assert _agg(record, "sfda,logme", "std", "blind:static", "top1_regret") == \
+        pytest.approx(52 / 3)
+    # the in-sample fit (sfda) and the pooled scope, where both builds agree
+    assert _agg(record, "sfda,logme", "std", "fit:consensus", "top1_regret") == \
+        pytest.approx(2 / 3)
+    assert _agg(record, "sfda,logme", joint.ALL, "loto:consensus", "top1_regret") == \
+        pytest.approx(52 / 3)
+    margins = fit["scopes"]["div"]["verdict"]["margins"]["5-shot"]["top1_regret"]
+    assert margins["sfda"]["mean"] == pytest.approx(2 / 3 - 52 / 3)
+    assert set(margins) == {"blind:static", "loto:single", "sfda", "logme"}
+
+
+def test_a_score_masked_on_one_build():
+    builds = [joint.build_from_results(_results("std"), "std", exclude=["logme"]),
+              joint.build_from_results(_results("div"), "div")]
+    record = joint.fit_builds(builds, ["sfda,logme"], n_resamples=50)
+    fit = record["pools"]["sfda,logme"]
+    assert fit["masked"] == {"std": ["logme"], "div": []}
+    assert fit["n_candidates"] == 3  # logme alone cannot rank std's pairs
+    # On std an average is sfda alone. Held-out a: std sfda 3 = average 3; div sfda 3,
+    # average 2: the average (a tie between z and rank, broken by name). Held-out b, c:
+    # std 2 = 2; div sfda 2, average 14.25: sfda.
+    assert fit["picks"] == {"a": "rank(sfda + logme)", "b": "sfda", "c": "sfda"}
+    # ... which ranks std's a as sfda does (regret 0) and div's a by the tie (25)
+    assert _agg(record, "sfda,logme", "std", "loto:consensus", "top1_regret") == \
+        pytest.approx(2 / 3)
+    assert _agg(record, "sfda,logme", "div", "loto:consensus", "top1_regret") == \
+        pytest.approx(27 / 3)
+    assert "logme" not in fit["scopes"]["std"]["aggregates"]["5-shot"]
+    assert "logme" not in fit["scopes"][joint.ALL]["aggregates"]["5-shot"]
+    with pytest.raises(UsageError, match="no score knn"):
+        joint.build_from_results(_results("std"), "std", exclude=["knn"])
+
+
+def test_named_pools_and_errors():
+    assert joint.resolve_pool("features")[1] == joint.FEATURE_POOL
+    assert joint.resolve_pool("features+grad")[1][-1] == "linft_grad"
+    assert "nleep" in joint.FEATURE_POOL and "linft_grad" not in joint.FEATURE_POOL
+    assert joint.resolve_pool("sfda, knn") == ("sfda,knn", ("sfda", "knn"))
+    with pytest.raises(UsageError, match="unknown pool"):
+        joint.resolve_pool("cheap")
+    builds = [joint.build_from_results(_results("x"), "x")] * 2
+    with pytest.raises(UsageError, match="share a name"):
+        joint.fit_builds(builds)
+    two = _results("x")
+    del two["tasks"]["c"]
+    with pytest.raises(UsageError, match="at least 3"):
+        joint.fit_builds([joint.build_from_results(two, "x")], ["sfda,logme"])
+
+
+def test_cli_fit_writes_the_report_and_json(tmp_path):
+    std, div = _write(tmp_path, "std"), _write(tmp_path, "div")
+    out = tmp_path / "joint"
+    result = CliRunner().invoke(cli, ["bench", "fit", "--results", std, "--results",
+                                      f"other={div}", "--pool", "sfda,logme", "--out",
+                                      str(out), "--resamples", "50"])
+    assert result.exit_code == 0, result.output
+    assert "sfda,logme: sfda (single score: sfda)" in result.output
+    record = json.loads((out / "fit.json").read_text())
+    assert [b["name"] for b in record["builds"]] == ["std", "other"]
+    assert record["pools"]["sfda,logme"]["picks"] == {"a": "logme", "b": "sfda", "c": "sfda"}
+    text = (out / "report.md").read_text()
+    assert f"--results std={std} --results other={div}" in record["command"]
+    assert record["command"] in text and "| a | `logme` | `logme` |" in text
+    for heading in ("#### sfda,logme: std", "#### sfda,logme: other",
+                    f"#### sfda,logme: {joint.ALL}"):
+        assert heading in text
+    printed = CliRunner().invoke(cli, ["bench", "fit", "--results", std, "--results",
+                                       f"other={div}", "--pool", "sfda,logme",
+                                       "--resamples", "50"])
+    assert printed.exit_code == 0 and printed.output.startswith("# Default selector")
+
+
+@pytest.mark.parametrize(("content", "args", "message"), [
+    (None, [], "does not exist"),
+    ("{not json", [], "not valid JSON"),
+    ("[1, 2]", [], "no 'tasks'"),
+    ("ok", ["--exclude", "std"], "expected BUILD:SCORE"),
+    ("ok", ["--exclude", "nope:sfda"], "no build named nope"),
+    ("ok", ["--exclude", "std:knn"], "no score knn"),
+    ("ok", ["--pool", "cheap"], "unknown pool"),
+])
+def test_cli_fit_bad_input(tmp_path, content, args, message):
+    good = _write(tmp_path, "std")
+    other = tmp_path / "other.json"
+    if content == "ok":
+        other = _write(tmp_path, "div")
+    elif content is not None:
+        other.write_text(content)
+    result = CliRunner().invoke(cli, ["bench", "fit", "--results", good, "--results",
+                                      str(other), *args])
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
