@@ -148,3 +148,20 @@ def test_cli_fit_bad_input(tmp_path, content, args, message):
                                       str(other), *args])
     assert result.exit_code != 0
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_committed_joint_fit_is_reproduced():
+    """benchmarks/results/selection-joint was written from the committed builds with this
+    code (rerun its command, in its BUILD.md, when a build's results change)."""
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "benchmarks/results"
+    committed = json.loads((root / "selection-joint/fit.json").read_text())
+    builds = joint.load_builds(
+        [(b["name"], root.parent.parent / b["source"]) for b in committed["builds"]],
+        {b["name"]: b["excluded"] for b in committed["builds"] if b["excluded"]})
+    for label, fit in committed["pools"].items():
+        again = joint.fit_pool(builds, joint.resolve_pool(label)[1])
+        assert again["fit_all"].label == fit["fit_all"]
+        assert {t: c.label for t, c in again["picks"].items()} == fit["picks"]
+        assert {t: c.label for t, c in again["single_picks"].items()} == fit["single_picks"]
