@@ -119,8 +119,8 @@ def test_cli_fit_writes_the_report_and_json(tmp_path):
     text = (out / "report.md").read_text()
     assert f"--results std={std} --results other={div}" in record["command"]
     assert record["command"] in text and "| a | `logme` | `logme` |" in text
-    for heading in ("#### sfda,logme: std", "#### sfda,logme: other",
-                    f"#### sfda,logme: {joint.ALL}"):
+    for heading in ("### sfda,logme: std", "### sfda,logme: other",
+                    f"### sfda,logme: {joint.ALL}"):
         assert heading in text
     printed = CliRunner().invoke(cli, ["bench", "fit", "--results", std, "--results",
                                        f"other={div}", "--pool", "sfda,logme",
@@ -165,3 +165,18 @@ def test_committed_joint_fit_is_reproduced():
         assert again["fit_all"].label == fit["fit_all"]
         assert {t: c.label for t, c in again["picks"].items()} == fit["picks"]
         assert {t: c.label for t, c in again["single_picks"].items()} == fit["single_picks"]
+
+
+def test_one_build_fits_as_the_report_does():
+    """With one build the joint fit is the single-build fit of `zoosel bench report`."""
+    import copy
+
+    from zoosel.bench import combination
+
+    results = _results("std")
+    results["tasks"]["b"]["5-shot"]["scores"]["sfda"] = dict(LOGME)  # break the symmetry
+    fit = joint.fit_pool([joint.build_from_results(results, "std")], ["sfda", "logme"])
+    single = combination.add_combination_rows(copy.deepcopy(results))
+    assert {t: c.label for t, c in fit["picks"].items()} == single["picks"]
+    assert {t: c.label for t, c in fit["single_picks"].items()} == single["single_picks"]
+    assert fit["fit_all"].label == single["fit_all"]

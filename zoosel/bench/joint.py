@@ -346,7 +346,7 @@ def _scope_lines(title: str, scope: Mapping[str, Any]) -> list[str]:
     from zoosel.bench.report import _table
 
     verdict = scope["verdict"]
-    lines = [f"#### {title}", ""]
+    lines = [f"### {title}", ""]
     for regime in scope["regimes"]:
         agg = scope["aggregates"].get(regime, {})
         margins = verdict["margins"].get(regime, {})
