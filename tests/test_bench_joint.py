@@ -180,3 +180,18 @@ def test_one_build_fits_as_the_report_does():
     assert {t: c.label for t, c in fit["picks"].items()} == single["picks"]
     assert {t: c.label for t, c in fit["single_picks"].items()} == single["single_picks"]
     assert fit["fit_all"].label == single["fit_all"]
+
+
+def test_malformed_results_are_refused_with_a_message():
+    bad = _results("std")
+    bad["tasks"]["a"] = ["5-shot"]
+    with pytest.raises(UsageError, match="not a mapping of regimes"):
+        joint.build_from_results(bad, "std")
+    bad = _results("std")
+    del bad["tasks"]["a"]["5-shot"]["accuracy"]
+    with pytest.raises(UsageError, match="has no 'accuracy'"):
+        joint.build_from_results(bad, "std")
+    odd = _results("std")
+    odd["tasks"]["a"]["5-shot"]["scores"]["sfda"]["m3"] = None  # NaN written as null
+    build = joint.build_from_results(odd, "std")
+    assert build.tasks["a"]["5-shot"]["scores"]["sfda"] == {"m1": 3.0, "m2": 2.0}

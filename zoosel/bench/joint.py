@@ -88,13 +88,17 @@ def build_from_results(results: Mapping[str, Any], name: str,
     dropped = derived | set(exclude)
     tasks: dict[str, dict[str, dict[str, Any]]] = {}
     for task, regimes in results["tasks"].items():
+        if not isinstance(regimes, Mapping):
+            raise UsageError(f"build {name!r}: tasks[{task!r}] is not a mapping of regimes.")
         for regime, entry in regimes.items():
             if regime in ablations:
                 continue
             if not isinstance(entry, Mapping) or not isinstance(entry.get("accuracy"), Mapping):
                 raise UsageError(f"build {name!r}: tasks[{task!r}][{regime!r}] has no "
                                  "'accuracy'.")
-            scores = {s: dict(v) for s, v in (entry.get("scores") or {}).items()
+            scores = {s: {m: float(x) for m, x in v.items()  # null (NaN) as missing
+                          if isinstance(x, (int, float)) and not isinstance(x, bool)}
+                      for s, v in (entry.get("scores") or {}).items()
                       if s not in dropped and isinstance(v, Mapping)}
             tasks.setdefault(str(task), {})[str(regime)] = {
                 "accuracy": dict(entry["accuracy"]), "scores": scores,
