@@ -43,7 +43,8 @@ POOL: tuple[str, ...] = (
     "sfda", "logme", "hscore_reg", "knn", "lfc", "linft", "etran", "gbc", "ncti",
 )
 """Components the search may use: feature-only scores costing about one extraction.
-(``nleep`` is left out while the committed results predate its corrected version;
+(``nleep`` is left out while the standard build's values predate its fix; the fit over
+several builds, :mod:`zoosel.bench.joint`, takes it on the builds whose values are current;
 ``linear_probe`` costs 15 extractions; LEEP and NCE need a source head.)"""
 MAX_SIZE = 3
 

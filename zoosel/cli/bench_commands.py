@@ -187,7 +187,8 @@ def _named_path(value: str) -> tuple[str | None, Path]:
                    "separated by commas (repeatable; default: features and features+grad).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Write report.md and fit.json there (default: print the report).")
-@click.option("--resamples", default=2000, show_default=True, help="Bootstrap resamples.")
+@click.option("--resamples", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Bootstrap resamples.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
 @friendly_errors
 def bench_fit(results: tuple[str, ...], exclude: tuple[str, ...], pools: tuple[str, ...],
