@@ -1033,10 +1033,11 @@ def _render_rotation_order(label: int, rng: np.random.Generator, size: int) -> n
     phase = rng.uniform(0, _TAU)
     centre = rng.uniform(-0.08, 0.08, 2)
     mirror = np.array([[1.0, 0.0], [0.0, -1.0]])
-    for _ in range(int(rng.integers(2, 4))):
-        # A lopsided triangle or quad: no symmetry of its own, so the group shows.
-        piece = rng.uniform(-1.0, 1.0, (int(rng.integers(3, 5)), 2)) * rng.uniform(0.1, 0.22)
-        r, th = rng.uniform(0.2, 0.8), rng.uniform(0, _TAU / n)
+    for _ in range(1 + int(rng.random() < 0.3)):
+        # A lopsided triangle: no symmetry of its own, so the group shows.
+        piece = rng.uniform(-1.0, 1.0, (3, 2)) * rng.uniform(0.25, 0.35)
+        # Off the mirror lines, so that a piece and its mirror image stay apart.
+        r, th = rng.uniform(0.45, 0.7), rng.uniform(0.3, 0.7) * np.pi / n
         piece = piece + r * np.array([np.cos(th), np.sin(th)])
         col = _tint(rng, bg_l + rng.uniform(0.3, 0.6) * (1 if bg_l < 0.5 else -1))
         copies = [piece, piece @ mirror.T] if kind == "dihedral" else [piece]
@@ -1124,31 +1125,30 @@ def _render_clock(label: int, rng: np.random.Generator, size: int) -> np.ndarray
     for t in _regular(12, 1.0, 0.0):  # tick marks
         cv.line(np.stack([t * rad * 0.8, t * rad * 0.95]) + centre, fg, 0.05)
     # 0 degrees points up; the clock is never rotated, so the hand's direction is the class.
-    a = np.deg2rad(_HAND_ANGLES[label] + rng.uniform(-12.0, 12.0))
+    a = np.deg2rad(_HAND_ANGLES[label] + rng.uniform(-8.0, 8.0))
     b = rng.uniform(0, _TAU)
-    long_w = rng.uniform(0.07, 0.12)
-    cv.line(np.stack([[0, 0], [np.sin(b), -np.cos(b)]]) * rad * 0.45 + centre, fg, long_w * 1.5)
-    cv.line(np.stack([[0, 0], [np.sin(a), -np.cos(a)]]) * rad * 0.85 + centre, fg, long_w)
+    long_w = rng.uniform(0.1, 0.16)
+    cv.line(np.stack([[0, 0], [np.sin(b), -np.cos(b)]]) * rad * 0.35 + centre, fg, long_w * 0.6)
+    cv.line(np.stack([[0, 0], [np.sin(a), -np.cos(a)]]) * rad * 0.9 + centre, fg, long_w)
     return _finish(cv.result(), rng)
 
 
-_CELL_COUNTS = (2, 3, 4, 5, 7, 9, 12, 16)
+_CELL_COUNTS = (2, 3, 4, 6, 8, 11, 15, 20)
 
 
 def _render_cells(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
     n = _CELL_COUNTS[label]
     yy, xx = _grid(size)
-    seeds = rng.uniform(-1.0, 1.0, (n, 2))
+    seeds = _scatter(rng, n, cells=5, extent=1.0)  # spread out: no cell too small to see
     d = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
     cell = d.argmin(0)
     lumas = rng.uniform(0.2, 0.8) + rng.uniform(-0.25, 0.25, n)
     cols = np.stack([_tint(rng, float(lu), (0.0, 0.6)) for lu in lumas])
     img = cols[cell]
-    edge = np.zeros((size, size), dtype=bool)
+    edge = np.zeros((size, size), dtype=bool)  # borders drawn one pixel wide
     edge[:-1] |= cell[:-1] != cell[1:]
     edge[:, :-1] |= cell[:, :-1] != cell[:, 1:]
-    if rng.random() < 0.7:  # drawn borders; otherwise only the colour changes mark cells
-        img = np.where(edge[..., None], _tint(rng, rng.choice([0.05, 0.95])), img)
+    img = np.where(edge[..., None], _tint(rng, rng.choice([0.05, 0.95])), img)
     return _finish(img.astype(np.float32), rng)
 
 
