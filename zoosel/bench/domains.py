@@ -1027,25 +1027,25 @@ _ORDERS = ("rotation_3", "rotation_5", "rotation_6", "rotation_8", "dihedral_3",
 def _render_rotation_order(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
     kind, n = _ORDERS[label].split("_")
     n = int(n)
-    bg, _ = _pair(rng)
+    bg, fg = _pair(rng)
     cv = _Canvas(_background(rng, size, bg))
-    bg_l = float(bg @ _LUMA)
-    phase = rng.uniform(0, _TAU)
+    cv.clutter(rng, bg, p=0.4)
+    length, w = rng.uniform(0.6, 0.9), rng.uniform(0.18, 0.3) * 4.0 / n ** 0.5
+    if kind == "dihedral":  # a kite: mirror-symmetric about its own axis
+        petal = np.array([[0.1, 0.0], [0.55, 0.5 * w], [1.0, 0.0], [0.55, -0.5 * w]]) * length
+    else:  # a blade: all on one side, so the rosette is a pinwheel (no mirrors)
+        petal = np.array([[0.1, 0.0], [1.0, 0.0], [0.5, w], [0.1, 0.3 * w]]) * length
+        if rng.random() < 0.5:
+            petal = petal * [1.0, -1.0]  # either turning sense
+    # The first petal points about upwards: a random turn would leave raw pixels no signal.
+    phase = -np.pi / 2 + rng.uniform(-0.25, 0.25) * _TAU / n
     centre = rng.uniform(-0.08, 0.08, 2)
-    mirror = np.array([[1.0, 0.0], [0.0, -1.0]])
-    for _ in range(1 + int(rng.random() < 0.3)):
-        # A lopsided triangle: no symmetry of its own, so the group shows.
-        piece = rng.uniform(-1.0, 1.0, (3, 2)) * rng.uniform(0.25, 0.35)
-        # Off the mirror lines, so that a piece and its mirror image stay apart.
-        r, th = rng.uniform(0.45, 0.7), rng.uniform(0.3, 0.7) * np.pi / n
-        piece = piece + r * np.array([np.cos(th), np.sin(th)])
-        col = _tint(rng, bg_l + rng.uniform(0.3, 0.6) * (1 if bg_l < 0.5 else -1))
-        copies = [piece, piece @ mirror.T] if kind == "dihedral" else [piece]
-        for j in range(n):
-            a = phase + j * _TAU / n
-            rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-            for p in copies:
-                cv.polygon(p @ rot.T + centre, col)
+    for j in range(n):
+        a = phase + j * _TAU / n
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        cv.polygon(petal @ rot.T + centre, fg)
+    if rng.random() < 0.5:
+        cv.disc(centre, rng.uniform(0.08, 0.16), _tint(rng, rng.uniform(0, 1)))
     return _finish(cv.result(), rng)
 
 
@@ -1222,7 +1222,7 @@ MORE_TARGET_TASKS: tuple[Domain, ...] = (
            "New line structures (square spiral, pentagram, Lissajous...) drawn dashed or dotted.",
            near="curves", _renderer=_render_dashed_curves),
     Domain("rotation_orders", "target", _ORDERS,
-           "Lopsided pieces repeated about a centre; class = rotation order, with or without "
+           "Rosettes of kites or pinwheel blades; class = rotation order, with or without "
            "mirrors.", near="symmetry", _renderer=_render_rotation_order),
     Domain("barcodes", "target", tuple(f"code_{k}" for k in range(8)),
            "One-dimensional bar codes at random scale, tilt and colour; class = the code.",
