@@ -1142,7 +1142,7 @@ def _render_cells(label: int, rng: np.random.Generator, size: int) -> np.ndarray
     seeds = _scatter(rng, n, cells=5, extent=1.0)  # spread out: no cell too small to see
     d = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
     cell = d.argmin(0)
-    lumas = rng.uniform(0.2, 0.8) + rng.uniform(-0.25, 0.25, n)
+    lumas = rng.uniform(0.1, 0.9, n)  # cells of unrelated lightness
     cols = np.stack([_tint(rng, float(lu), (0.0, 0.6)) for lu in lumas])
     img = cols[cell]
     edge = np.zeros((size, size), dtype=bool)  # borders drawn one pixel wide
