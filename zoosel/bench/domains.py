@@ -1101,7 +1101,7 @@ def _render_segments(label: int, rng: np.random.Generator, size: int) -> np.ndar
     ghost = _unit(bg + rng.uniform(0.06, 0.15) * (fg - bg) / max(np.abs(fg - bg).max(), 1e-3))
     show_off = rng.random() < 0.5  # unlit segments faintly visible
     for k, seg in enumerate(_SEGMENTS):
-        seg = seg * [1.0, 1.0] + rng.normal(0.0, 0.03, seg.shape)
+        seg = seg + rng.normal(0.0, 0.03, seg.shape)
         shrunk = seg + 0.12 * (seg[::-1] - seg)  # gaps between segments
         if k in lit:
             cv.line(warp(shrunk), fg, width)
