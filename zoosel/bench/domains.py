@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 from zoosel.errors import UnknownNameError
 
 __all__ = [
+    "MORE_TARGET_TASKS",
     "SOURCE_DOMAINS",
     "TARGET_TASKS",
     "Domain",
@@ -881,6 +882,277 @@ def _render_weave(label: int, rng: np.random.Generator, size: int) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------
+# More near targets: new scene relations, striped palettes, dashed curves, rotation orders
+# ---------------------------------------------------------------------------------------------
+
+_OBJ2 = {"star": _star(5, 0.45) * 1.15, "hexagon": _regular(6) * 1.05}
+_RELATIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("star_left_of_hexagon", ("star", "hexagon"), "h"),
+    ("hexagon_left_of_star", ("hexagon", "star"), "h"),
+    ("star_above_hexagon", ("star", "hexagon"), "v"),
+    ("hexagon_above_star", ("hexagon", "star"), "v"),
+    ("star_up_left_of_hexagon", ("star", "hexagon"), "diag"),
+    ("star_inside_hexagon", ("hexagon", "star"), "in"),
+    ("two_stars", ("star", "star"), "pair"),
+    ("two_hexagons", ("hexagon", "hexagon"), "pair"),
+)
+
+
+def _render_relation(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    _, objs, rel = _RELATIONS[label]
+    bg, _ = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg)
+    r = rng.uniform(0.2, 0.3)
+    if rel == "in":
+        offsets, radii = np.zeros((2, 2)), np.array([r * 1.9, r * 0.8])
+    else:
+        d = rng.uniform(2.2, 3.2) * r / 2
+        e = rng.uniform(-0.4, 0.4) * r
+        offsets = np.array([[-d, -e], [d, e]])
+        if rel == "v" or (rel == "pair" and rng.random() < 0.5):
+            offsets = offsets[:, ::-1]
+        elif rel == "diag":
+            offsets = np.array([[-d, -d], [d, d]]) * 0.8 + rng.normal(0, 0.04, (2, 2))
+        radii = r * rng.uniform(0.8, 1.15, 2)
+    lim = 0.95 - np.abs(offsets).max() - radii.max()
+    centre = rng.uniform(-1.0, 1.0, 2) * max(lim, 0.0)
+    bg_l = float(bg @ _LUMA)
+    for name, off, rad in zip(objs, offsets, radii, strict=True):
+        a = rng.uniform(-0.6, 0.6)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        fg = _tint(rng, bg_l + rng.uniform(0.3, 0.6) * (1 if bg_l < 0.5 else -1))
+        cv.polygon(_OBJ2[name] @ rot.T * rad + centre + off, fg)
+    return _finish(cv.result(), rng)
+
+
+_STRIPE_PALETTES: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("sunset", (15, 40, 340)),
+    ("forest", (40, 90, 140)),
+    ("ocean", (190, 210, 240)),
+    ("candy", (180, 300, 330)),
+    ("citrus", (45, 75, 100)),
+    ("violet", (250, 290, 310)),
+    ("teal_coral", (10, 175)),
+    ("tropical", (100, 190, 300)),
+)
+
+
+def _render_palette_stripes(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    hues = np.array(_STRIPE_PALETTES[label][1], dtype=np.float32)
+    yy, xx = _grid(size)
+    img = _background(rng, size, _tint(rng, rng.uniform(0.05, 0.95), (0.0, 0.3)))
+    k = int(rng.integers(4, 9))
+    h = rng.choice(hues, k) + rng.normal(0.0, 8.0, k)
+    if rng.random() < 0.25:  # one off-palette patch
+        h[0] = rng.uniform(0, 360)
+    cols = _hsv(h % 360.0, rng.uniform(0.35, 1.0, k), rng.uniform(0.4, 1.0, k))
+    a = rng.uniform(0, np.pi)
+    u = np.cos(a) * xx + np.sin(a) * yy
+    v = -np.sin(a) * xx + np.cos(a) * yy
+    for j in range(k):  # hard-edged bands and rectangles instead of soft blobs
+        c, w = rng.uniform(-1.0, 1.0), rng.uniform(0.06, 0.35)
+        mask = np.abs(u - c) < w
+        if rng.random() < 0.5:
+            mask &= np.abs(v - rng.uniform(-1.0, 1.0)) < rng.uniform(0.2, 0.8)
+        img = np.where(mask[..., None], cols[j], img)
+    return _finish(img.astype(np.float32), rng)
+
+
+_DASHED = ("square_spiral", "sawtooth", "pentagram", "lissajous", "loops", "branch", "hairpin",
+           "double_wave")  # fmt: skip
+
+
+def _dashed_strokes(kind: str, rng: np.random.Generator) -> list[np.ndarray]:
+    if kind == "square_spiral":
+        steps = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=float)
+        pts, p, n = [np.zeros(2)], np.zeros(2), int(rng.integers(6, 9))
+        for j in range(n):
+            p = p + steps[j % 4] * 0.13 * (j + 1)
+            pts.append(p)
+        pts = np.array(pts)
+        return [pts - pts.mean(0)]
+    if kind == "sawtooth":
+        n = int(rng.integers(3, 5))
+        x = np.repeat(np.linspace(-0.9, 0.9, n + 1), 2)[1:-1]
+        y = np.tile([0.35, -0.35], n)
+        return [np.stack([x, y], axis=1)]
+    if kind == "pentagram":
+        return [_regular(5, 0.9)[[0, 2, 4, 1, 3, 0]]]
+    if kind == "lissajous":
+        t = np.linspace(0, _TAU, 64)
+        return [np.stack([0.85 * np.sin(3 * t + 0.5), 0.85 * np.sin(2 * t)], axis=1)]
+    if kind == "loops":
+        t = np.linspace(0, rng.uniform(3.0, 4.0) * _TAU, 90)
+        x = t / t[-1] * 1.6 - 0.8 - 0.25 * np.sin(t)
+        return [np.stack([x, -0.35 * np.cos(t)], axis=1)]
+    if kind == "branch":
+        a = rng.uniform(0.35, 0.7)
+        top = np.array([0.0, -0.05])
+        return [np.array([[0.0, 0.9], top]),
+                np.stack([top, top + 0.9 * np.array([-np.sin(a), -np.cos(a)])]),
+                np.stack([top, top + 0.9 * np.array([np.sin(a), -np.cos(a)])])]  # fmt: skip
+    if kind == "hairpin":
+        t = np.linspace(0, np.pi, 16)
+        g = rng.uniform(0.25, 0.4)
+        arc = np.stack([0.4 + g * np.sin(t), -g * np.cos(t)], axis=1)
+        return [np.concatenate([[[-0.8, -g]], arc, [[-0.8, g]]])]
+    x = np.linspace(-0.9, 0.9, 40)
+    f = _TAU * rng.uniform(1.0, 1.6) * x / 1.8
+    return [np.stack([x, 0.35 * np.sin(f)], axis=1), np.stack([x, -0.35 * np.sin(f)], axis=1)]
+
+
+def _render_dashed_curves(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg)
+    warp = _affine(rng, rot=30.0, scale=(0.65, 1.0), shift=0.12, shear=0.15)
+    width = rng.uniform(0.06, 0.14)
+    on, off = int(rng.integers(2, 4)), int(rng.integers(1, 3))  # dash and gap, in steps
+    dotted = rng.random() < 0.3
+    for s in _dashed_strokes(_DASHED[label], rng):
+        pts = _resample(warp(s + rng.normal(0.0, 0.02, s.shape)), rng.uniform(0.07, 0.1))
+        if dotted:
+            cv.discs(pts[:: on + off], width * 0.8, fg)
+            continue
+        for start in range(0, len(pts) - 1, on + off):
+            cv.line(pts[start : start + on + 1], fg, width)
+    return _finish(cv.result(), rng)
+
+
+_ORDERS = ("rotation_3", "rotation_5", "rotation_6", "rotation_8", "dihedral_3", "dihedral_5",
+           "dihedral_6", "dihedral_8")  # fmt: skip
+
+
+def _render_rotation_order(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    kind, n = _ORDERS[label].split("_")
+    n = int(n)
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=0.4)
+    length, w = rng.uniform(0.6, 0.9), rng.uniform(0.18, 0.3) * 4.0 / n ** 0.5
+    if kind == "dihedral":  # a kite: mirror-symmetric about its own axis
+        petal = np.array([[0.1, 0.0], [0.55, 0.5 * w], [1.0, 0.0], [0.55, -0.5 * w]]) * length
+    else:  # a blade: all on one side, so the rosette is a pinwheel (no mirrors)
+        petal = np.array([[0.1, 0.0], [1.0, 0.0], [0.5, w], [0.1, 0.3 * w]]) * length
+        if rng.random() < 0.5:
+            petal = petal * [1.0, -1.0]  # either turning sense
+    # The first petal points about upwards: a random turn would leave raw pixels no signal.
+    phase = -np.pi / 2 + rng.uniform(-0.25, 0.25) * _TAU / n
+    centre = rng.uniform(-0.08, 0.08, 2)
+    for j in range(n):
+        a = phase + j * _TAU / n
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        cv.polygon(petal @ rot.T + centre, fg)
+    if rng.random() < 0.5:
+        cv.disc(centre, rng.uniform(0.08, 0.16), _tint(rng, rng.uniform(0, 1)))
+    return _finish(cv.result(), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# More far targets: barcodes, seven-segment digits, clock hands, Voronoi cell counts
+# ---------------------------------------------------------------------------------------------
+
+
+def _codes(salt: str, n: int, bits: int = 11, min_dist: int = 4) -> np.ndarray:
+    """``n`` fixed bar codes (1 = bar), pairwise at least ``min_dist`` bits apart."""
+    rng = np.random.default_rng([_stable_id(salt), 2])
+    out: list[np.ndarray] = []
+    while len(out) < n:
+        c = np.concatenate([[1], rng.integers(0, 2, bits - 2), [1]])
+        if all(int((c != o).sum()) >= min_dist for o in out):
+            out.append(c)
+    return np.stack(out)
+
+
+_BARCODES = _codes("barcodes", 8)
+
+
+def _render_barcode(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    code = _BARCODES[label]
+    yy, xx = _grid(size)
+    a = rng.uniform(-0.2, 0.2)
+    u = np.cos(a) * xx + np.sin(a) * yy - rng.uniform(-0.15, 0.15)
+    v = -np.sin(a) * xx + np.cos(a) * yy - rng.uniform(-0.2, 0.2)
+    span = rng.uniform(1.2, 1.8)
+    idx = np.floor((u / span + 0.5) * len(code)).astype(np.int64)
+    inside = (idx >= 0) & (idx < len(code)) & (np.abs(v) < rng.uniform(0.4, 0.8))
+    bar = inside & (code[np.clip(idx, 0, len(code) - 1)] == 1)
+    bg, fg = _pair(rng, 0.35)
+    img = _background(rng, size, bg)
+    img = np.where(bar[..., None], fg, img)
+    return _finish(img.astype(np.float32), rng)
+
+
+_SEGMENTS = np.array(
+    [[[-0.5, -1], [0.5, -1]], [[0.5, -1], [0.5, 0]], [[0.5, 0], [0.5, 1]], [[-0.5, 1], [0.5, 1]],
+     [[-0.5, 0], [-0.5, 1]], [[-0.5, -1], [-0.5, 0]], [[-0.5, 0], [0.5, 0]]], dtype=float,
+)  # fmt: skip
+_DIGITS = ("abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc")
+
+
+def _render_segments(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    lit = {"abcdefg".index(ch) for ch in _DIGITS[label]}
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=0.4)
+    warp = _affine(rng, rot=8.0, scale=(0.5, 0.8), shift=0.2, shear=0.25)
+    width = rng.uniform(0.1, 0.2)
+    ghost = _unit(bg + rng.uniform(0.06, 0.15) * (fg - bg) / max(np.abs(fg - bg).max(), 1e-3))
+    show_off = rng.random() < 0.5  # unlit segments faintly visible
+    for k, seg in enumerate(_SEGMENTS):
+        seg = seg + rng.normal(0.0, 0.03, seg.shape)
+        shrunk = seg + 0.12 * (seg[::-1] - seg)  # gaps between segments
+        if k in lit:
+            cv.line(warp(shrunk), fg, width)
+        elif show_off:
+            cv.line(warp(shrunk), ghost, width)
+    return _finish(cv.result(), rng)
+
+
+_HAND_ANGLES = tuple(45 * k for k in range(8))
+
+
+def _render_clock(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    centre = rng.uniform(-0.1, 0.1, 2)
+    rad = rng.uniform(0.7, 0.9)
+    face = _tint(rng, float(bg @ _LUMA) + rng.uniform(-0.15, 0.15))
+    cv.polygon(_CIRCLE * rad + centre, face)
+    if rng.random() < 0.6:
+        cv.outline(_CIRCLE * rad + centre, fg, rng.uniform(0.04, 0.08))
+    for t in _regular(12, 1.0, 0.0):  # tick marks
+        cv.line(np.stack([t * rad * 0.8, t * rad * 0.95]) + centre, fg, 0.05)
+    # 0 degrees points up; the clock is never rotated, so the hand's direction is the class.
+    a = np.deg2rad(_HAND_ANGLES[label] + rng.uniform(-8.0, 8.0))
+    b = rng.uniform(0, _TAU)
+    long_w = rng.uniform(0.1, 0.16)
+    cv.line(np.stack([[0, 0], [np.sin(b), -np.cos(b)]]) * rad * 0.35 + centre, fg, long_w * 0.6)
+    cv.line(np.stack([[0, 0], [np.sin(a), -np.cos(a)]]) * rad * 0.9 + centre, fg, long_w)
+    return _finish(cv.result(), rng)
+
+
+_CELL_COUNTS = (2, 3, 4, 6, 8, 11, 15, 20)
+
+
+def _render_cells(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    n = _CELL_COUNTS[label]
+    yy, xx = _grid(size)
+    seeds = _scatter(rng, n, cells=5, extent=1.0)  # spread out: no cell too small to see
+    d = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
+    cell = d.argmin(0)
+    lumas = rng.uniform(0.1, 0.9, n)  # cells of unrelated lightness
+    cols = np.stack([_tint(rng, float(lu), (0.0, 0.6)) for lu in lumas])
+    img = cols[cell]
+    edge = np.zeros((size, size), dtype=bool)  # borders drawn one pixel wide
+    edge[:-1] |= cell[:-1] != cell[1:]
+    edge[:, :-1] |= cell[:, :-1] != cell[:, 1:]
+    img = np.where(edge[..., None], _tint(rng, rng.choice([0.05, 0.95])), img)
+    return _finish(img.astype(np.float32), rng)
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------
 
@@ -939,7 +1211,35 @@ TARGET_TASKS: tuple[Domain, ...] = (
            _renderer=_render_weave),
 )  # fmt: skip
 
-_ALL: dict[str, Domain] = {d.name: d for d in SOURCE_DOMAINS + TARGET_TASKS}
+MORE_TARGET_TASKS: tuple[Domain, ...] = (
+    Domain("scene_relations", "target", tuple(s[0] for s in _RELATIONS),
+           "Stars and hexagons; class = their relation (side by side, diagonal, inside, pair).",
+           near="scenes", _renderer=_render_relation),
+    Domain("palette_stripes", "target", tuple(p[0] for p in _STRIPE_PALETTES),
+           "Hard-edged colour bands and bars; class = the palette they are drawn from.",
+           near="blobs", _renderer=_render_palette_stripes),
+    Domain("dashed_curves", "target", _DASHED,
+           "New line structures (square spiral, pentagram, Lissajous...) drawn dashed or dotted.",
+           near="curves", _renderer=_render_dashed_curves),
+    Domain("rotation_orders", "target", _ORDERS,
+           "Rosettes of kites or pinwheel blades; class = rotation order, with or without "
+           "mirrors.", near="symmetry", _renderer=_render_rotation_order),
+    Domain("barcodes", "target", tuple(f"code_{k}" for k in range(8)),
+           "One-dimensional bar codes at random scale, tilt and colour; class = the code.",
+           _renderer=_render_barcode),
+    Domain("segment_digits", "target", tuple(f"digit_{k}" for k in range(8)),
+           "Seven-segment digits 0-7, slanted, with faintly visible unlit segments.",
+           _renderer=_render_segments),
+    Domain("clock_hands", "target", tuple(f"hand_{a}deg" for a in _HAND_ANGLES),
+           "Clock faces; class = direction of the long hand (the short one is random).",
+           _renderer=_render_clock),
+    Domain("cell_counts", "target", tuple(f"{n}_cells" for n in _CELL_COUNTS),
+           "Voronoi mosaics; class = number of cells.", _renderer=_render_cells),
+)  # fmt: skip
+"""Eight more target tasks (four near, four far) for the larger ``diverse`` build; kept apart
+from ``TARGET_TASKS`` so that builds whose profile names no targets stay as they were."""
+
+_ALL: dict[str, Domain] = {d.name: d for d in SOURCE_DOMAINS + TARGET_TASKS + MORE_TARGET_TASKS}
 
 
 def get_domain(name: str) -> Domain:
