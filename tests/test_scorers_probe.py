@@ -28,7 +28,13 @@ from zoosel.scorers.linear_probe import (
     standardise,
     stratified_folds,
 )
-from zoosel.scorers.ridge_cv import cholesky_lower, choose_route, ridge_folds
+from zoosel.scorers.ridge_cv import (
+    cholesky_lower,
+    choose_route,
+    peak_bytes,
+    plan_ridge,
+    ridge_folds,
+)
 from zoosel.types import Need, ScoreInputs
 
 MODULES = {"knn": knn_mod, "linear_probe": probe_mod}
@@ -489,6 +495,74 @@ def test_ridge_route_follows_the_flop_count() -> None:
     # few rows, many features: the n x n kernels are far cheaper
     assert choose_route(500, 2048, 5) == "kernel"
     assert choose_route(30, 45, 3) == "kernel"
+
+
+def test_ridge_memory_plan_degrades_in_order() -> None:
+    # Arithmetic only: nothing of these sizes is allocated.
+    mb = 10**6
+    # N = 20,000, D = 2,048, 2 folds at once: 6 D x D matrices kept (419 MB), or the
+    # scatters streamed with 2 then 1 folds at once; the kernel route needs 2 GB
+    big = {"n": 20000, "d": 2048, "folds": 5, "num_codes": 100, "workers": 2}
+    kept = plan_ridge(**big, budget=math.inf)
+    assert (kept.route, kept.workers, kept.stream) == ("gram", 2, False)
+    assert 400 * mb < kept.peak < 450 * mb
+    one = plan_ridge(**big, budget=kept.peak - 1)
+    assert (one.route, one.workers, one.stream) == ("gram", 1, True)
+    assert one.peak == peak_bytes("gram", True, 20000, 2048, 5, 100, 1) < 260 * mb
+    with pytest.raises(ScoringError, match=r"239 MiB .*budget is 239 MiB.*solver='logistic'"):
+        plan_ridge(**big, budget=one.peak - 1)
+    # N = 1,600, D = 2,000: the kernel route by flops; fewer folds at once, then the
+    # streamed Gram route when even one kernel does not fit
+    small = {"n": 1600, "d": 2000, "folds": 5, "num_codes": 10, "workers": 2}
+    assert choose_route(1600, 2000, 5) == "kernel"
+    plans = [plan_ridge(**small, budget=b * mb) for b in (200, 150, 90)]
+    assert [(p.route, p.workers, p.stream) for p in plans] == [
+        ("kernel", 2, False), ("kernel", 1, False), ("gram", 1, True)]
+    # a route the caller chose is kept
+    with pytest.raises(ScoringError, match="needs at least 88 MiB .* budget is 86 MiB"):
+        plan_ridge(**small, route="kernel", budget=90 * mb)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_ridge_under_a_small_budget_gives_the_same_values(threads: int, monkeypatch) -> None:
+    # A budget that only the streamed Gram route with one fold at once fits: the fold
+    # scatters are computed again, so the fits equal the unconstrained ones bit for bit,
+    # and numpy's lstsq to 1e-6.
+    f, y = _ridge_case("n_greater_than_d")
+    torch.set_num_threads(threads)
+    free = linear_probe(_t(f), _t(y))
+    tight = peak_bytes("gram", True, len(y), f.shape[1], 5, 3, 1)
+    monkeypatch.setattr(probe_mod, "_RIDGE_BUDGET", tight)
+    small = linear_probe(_t(f), _t(y))
+    assert free.fits[0].plan.workers == threads and not free.fits[0].plan.stream
+    assert (small.fits[0].plan.route, small.fits[0].plan.workers) == ("gram", 1)
+    assert small.fits[0].plan.stream and small.fits[0].plan.peak <= tight
+    assert torch.get_num_threads() == threads
+    assert torch.equal(free.credit, small.credit)
+    fold = small.folds.numpy()
+    for k, (a, b) in enumerate(zip(free.fits, small.fits, strict=True)):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+        _, w, bias, _ = _ridge_lstsq(f, y, fold != k, probe_mod.DEFAULT_RIDGE_L2)
+        assert float(np.abs(b.weight.numpy() - w).max()) <= 1e-6
+        assert float(np.abs(b.bias.numpy() - bias).max()) <= 1e-6
+    monkeypatch.setattr(probe_mod, "_RIDGE_BUDGET", tight - 1)
+    with pytest.raises(ScoringError, match="solver='logistic'"):
+        linear_probe(_t(f), _t(y))
+    assert linear_probe(_t(f), _t(y), solver="logistic").accuracy > 0.5
+
+
+def test_ridge_kernel_route_under_a_small_budget() -> None:
+    f, y = _ridge_case("n_less_than_d")
+    folds = stratified_folds(_t(y), 3)
+    tight = peak_bytes("kernel", False, len(y), f.shape[1], 3, 3, 1)
+    got = ridge_folds(_t(f), _t(y), folds, 3, 0.1, rtol=1e-10, workers=3, route="kernel",
+                      budget=tight)
+    for k, (fit, _, logits) in enumerate(got):
+        assert (fit.plan.route, fit.plan.workers) == ("kernel", 1)
+        train, test = folds.numpy() != k, folds.numpy() == k
+        _, w, _, reference = _ridge_lstsq(f, y, train, 0.1)
+        assert float(np.abs(fit.weight.numpy() - w).max()) <= 1e-6
+        assert float(np.abs(logits.numpy() - reference(f[test])).max()) <= 1e-6
 
 
 def test_solvers_rank_a_hand_made_case_identically() -> None:
