@@ -727,10 +727,11 @@ def linear_probe_accuracy(
     ).accuracy
 
 
-def _score(inputs: ScoreInputs) -> float:
+def _score(inputs: ScoreInputs, solver: str = DEFAULT_SOLVER) -> float:
     if inputs.features is None:
         raise ScoringError("the linear probe needs features.")
-    return linear_probe_accuracy(inputs.features, inputs.labels, inputs.num_classes)
+    return linear_probe_accuracy(inputs.features, inputs.labels, inputs.num_classes,
+                                 solver=solver)
 
 
 @hookimpl
@@ -748,5 +749,6 @@ def register_scorers(register: Callable[[Scorer], None]) -> None:
             "Rifkin and Klautau 2004, JMLR 5",
             cost="one Gram O(N D^2) + a D x D Cholesky per fold (or an n x n kernel per fold)",
             version="2",  # 1: logistic regression by L-BFGS (now solver="logistic")
+            options={"solver": SOLVERS},
         )
     )
