@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import numpy as np
-import pluggy
 import pytest
 import scipy.optimize
 import torch
 from scipy.spatial.distance import cosine as cosine_distance
 from scorer_cases import labels as _labels
+from scorer_cases import registered, registered_by_default
 from scorer_cases import t as _t
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from zoosel import hookspecs
 from zoosel.errors import ScoringError
 from zoosel.scorers import knn as knn_mod
 from zoosel.scorers import linear_probe as probe_mod
@@ -40,13 +38,8 @@ from zoosel.types import Need, ScoreInputs
 MODULES = {"knn": knn_mod, "linear_probe": probe_mod}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster, and immune to oversubscribed machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one thread is faster, and immune to oversubscribed machines
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_test")
 
 
 def _informative(rng: np.random.Generator, y: np.ndarray, d: int, noise: float = 0.7):
@@ -679,18 +672,8 @@ def test_standardise_drops_constant_columns() -> None:
 # ================================================================== registration
 
 
-def _registered_via_own_manager() -> dict:
-    pm = pluggy.PluginManager("zoosel")
-    pm.add_hookspecs(hookspecs)
-    for name, module in MODULES.items():
-        pm.register(module, name=name)
-    found: dict = {}
-    pm.hook.register_scorers(register=lambda s: found.__setitem__(s.name, s))
-    return found
-
-
 def test_registration_own_manager() -> None:
-    found = _registered_via_own_manager()
+    found = registered(MODULES)
     assert set(found) == {"knn", "linear_probe"}
     assert found["linear_probe"].version == "2"  # 1: logistic regression by L-BFGS
     for scorer in found.values():
@@ -703,7 +686,7 @@ def test_scorer_fn_uses_declared_inputs() -> None:
     rng = np.random.default_rng(1)
     y = _labels(rng, 30, [1, 1, 1])
     f = _t(_informative(rng, y, 5))
-    found = _registered_via_own_manager()
+    found = registered(MODULES)
     feats = ScoreInputs(labels=_t(y), num_classes=3, features=f)
     assert found["knn"].fn(feats) == knn_accuracy(f, _t(y))
     assert found["linear_probe"].fn(feats) == linear_probe_accuracy(f, _t(y))
@@ -714,18 +697,7 @@ def test_scorer_fn_uses_declared_inputs() -> None:
 
 
 def test_registration_default_plugins() -> None:
-    from zoosel import plugins
-
-    for _, module in plugins.DEFAULT_PLUGINS:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:  # another engineer's plugin not written yet
-            pytest.skip(f"default plugin {module} not importable yet: {exc}")
-    plugins.reset_plugin_manager()
-    try:
-        found = plugins.collect("register_scorers", "scorer")
-    finally:
-        plugins.reset_plugin_manager()
+    found = registered_by_default()
     missing = {"knn", "linear_probe"} - set(found)
     if missing:
         pytest.skip(f"not registered in zoosel.plugins yet: {sorted(missing)}")

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from zoosel.cli import cli
 from zoosel.cli import commands as _commands  # noqa: F401  (registers the commands)
+from zoosel.testing.counting import ForwardCounter
 from zoosel.testing.factories import (
     make_timm_model_dir,
     make_transformers_vit_dir,
@@ -41,21 +42,6 @@ def run(*args: str, code: int = 0):
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     assert result.exit_code == code, result.output
     return result
-
-
-class ForwardCounter:
-    """Counts every top-level nn.Module call, independently of zoosel's own bookkeeping."""
-
-    def __init__(self, monkeypatch):
-        self.calls = 0
-        original = torch.nn.Module.__call__
-        counter = self
-
-        def counting(module, *args, **kwargs):
-            counter.calls += 1
-            return original(module, *args, **kwargs)
-
-        monkeypatch.setattr(torch.nn.Module, "__call__", counting)
 
 
 def test_ranks_timm_and_transformers_folders_and_json_matches(zoo, data, tmp_path):
