@@ -178,6 +178,17 @@ def test_scorer_option_reaches_the_probe_and_keys_the_cache(zoo, data, tmp_path,
     # the resamples of --confidence re-score with the same setting
     probe_values(*logistic, "--confidence", "4")
     assert solvers == ["logistic"] * 12
+    # the table and the card say which setting ran
+    table = run(*[a for a in common if a not in ("--format", "json")], *logistic).output
+    assert "scorer options: linear_probe.solver=logistic" in table
+    from zoosel.api import rank
+    from zoosel.cards import render_card
+
+    card = render_card(rank(str(data), local_dirs=[str(zoo)], scorers=["linear_probe"],
+                            scorer_options={"linear_probe": {"solver": "logistic"}},
+                            cache_dir=tmp_path / "cache", progress=False, confidence=0))
+    assert "- `linear_probe` (solver=logistic)" in card
+    assert "options:\n    solver: logistic" in card  # the YAML front matter
 
 
 @pytest.mark.parametrize(("option", "message"), [
