@@ -16,6 +16,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -73,3 +74,41 @@ os.environ["ZOOSEL_LISTING_TTL"] = "0"
 # Few confidence resamples by default: the machinery runs in every test, cheaply (tests of
 # the confidence itself ask for their own number).
 os.environ["ZOOSEL_CONFIDENCE"] = "5"
+
+
+# ============================================================================================
+# Shared fixtures
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread for a whole module (``pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")``, so its module fixtures get it too): tiny
+    tensors run faster that way, and a busy shared CPU slows them far less."""
+    from zoosel.threads import serial
+
+    with serial():
+        yield
+
+
+@pytest.fixture
+def one_torch_thread_per_test() -> Iterator[None]:
+    """One intra-op torch thread for each test; the count before it is restored even when
+    the test changed it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The offline example (``zoosel example``): ``(zoo_dir, dataset_dir)``, built once.
+    Read only: copy it before changing anything."""
+    from zoosel.example import build_example
+
+    return build_example(tmp_path_factory.mktemp("example"), progress=False)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 
 from zoosel.errors import ScoringError
+from zoosel.types import Scorer
 
 
 def labels(rng: np.random.Generator, n: int, weights: list[float],
@@ -47,3 +49,37 @@ def assert_rejects_bad_labelled_input(fn: Callable[..., object], bad: float,
     outside[-1] = 5
     with pytest.raises(ScoringError, match="lie in"):
         fn(f, outside, 3)
+
+
+def registered(modules: Mapping[str, ModuleType]) -> dict[str, Scorer]:
+    """The scorers ``modules`` register, by name, through a plugin manager of their own."""
+    import pluggy
+
+    from zoosel import hookspecs
+
+    pm = pluggy.PluginManager("zoosel")
+    pm.add_hookspecs(hookspecs)
+    for name, module in modules.items():
+        pm.register(module, name=name)
+    found: dict[str, Scorer] = {}
+    pm.hook.register_scorers(register=lambda s: found.__setitem__(s.name, s))
+    return found
+
+
+def registered_by_default() -> dict[str, Scorer]:
+    """The scorers zoosel's default plugins register, by name (a skip when one of those
+    plugins does not import)."""
+    import importlib
+
+    from zoosel import plugins
+
+    for _, module in plugins.DEFAULT_PLUGINS:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            pytest.skip(f"default plugin {module} not importable: {exc}")
+    plugins.reset_plugin_manager()
+    try:
+        return plugins.collect("register_scorers", "scorer")
+    finally:
+        plugins.reset_plugin_manager()

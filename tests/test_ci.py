@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from click.testing import CliRunner
 
@@ -24,8 +23,8 @@ from zoosel.ci import (
 from zoosel.cli import cli
 from zoosel.cli import commands as _commands  # noqa: F401  (registers the commands)
 from zoosel.errors import UsageError
-from zoosel.example import build_example
 from zoosel.plugins import get_plugin_manager
+from zoosel.testing.counting import ForwardCounter
 from zoosel.testing.factories import make_timm_model_dir
 from zoosel.types import CandidateResult, DatasetSummary, Ranking, Skipped
 
@@ -35,35 +34,13 @@ GITHUB_DEFAULTS = {"RUNNER_TEMP", "GITHUB_WORKSPACE", "GITHUB_STEP_SUMMARY", "GI
                    "RUNNER_OS", "HOME"}
 PER_CLASS = "6"  # the example has 12 images per class: 6 keeps the tests quick
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def recommend_command():
     get_plugin_manager().hook.register_commands(cli=cli)
     assert "recommend" in cli.commands
-
-
-class ForwardCounter:
-    """Counts every nn.Module call, independently of zoosel's own bookkeeping."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        original = torch.nn.Module.__call__
-        counter = self
-
-        def counting(module, *args, **kwargs):
-            counter.calls += 1
-            return original(module, *args, **kwargs)
-
-        monkeypatch.setattr(torch.nn.Module, "__call__", counting)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a busy shared CPU, tiny tensors are much faster that way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- the workflow --------------------------------------------------------------------------
@@ -135,11 +112,6 @@ def _checkout(example: tuple[Path, Path], where: Path) -> tuple[Path, Path]:
     shutil.copytree(zoo, where / "zoo", copy_function=shutil.copy)
     shutil.copytree(data, where / "data", copy_function=shutil.copy)
     return where / "zoo", where / "data"
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    return build_example(tmp_path_factory.mktemp("example"), progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 import zoosel.confidence as confidence_module
@@ -17,34 +16,13 @@ from zoosel.ci import evaluate, explain
 from zoosel.cli import cli
 from zoosel.cli import commands as _commands  # noqa: F401  (registers the commands)
 from zoosel.confidence import Confidence, assess, resamples, summarize
-from zoosel.example import build_example
 from zoosel.formats import render_csv, render_table
 from zoosel.hookspecs import hookimpl
 from zoosel.plugins import get_plugin_manager
+from zoosel.testing.counting import ForwardCounter
 from zoosel.types import CandidateResult, DatasetSummary, Need, Ranking, Scorer
 
-
-class ForwardCounter:
-    """Counts every nn.Module call, independently of zoosel's own bookkeeping."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        original = torch.nn.Module.__call__
-        counter = self
-
-        def counting(module, *args, **kwargs):
-            counter.calls += 1
-            return original(module, *args, **kwargs)
-
-        monkeypatch.setattr(torch.nn.Module, "__call__", counting)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ControlledScorers:
@@ -144,8 +122,8 @@ def test_summarize_ties_and_failures_by_hand():
     assert low.tolist() == [1, 1, 1] and high.tolist() == [2, 3, 3]
 
 
-def test_seeded_and_no_forward_pass(tmp_path_factory, monkeypatch):
-    zoo, data = build_example(tmp_path_factory.mktemp("example"), progress=False)
+def test_seeded_and_no_forward_pass(example, tmp_path_factory, monkeypatch):
+    zoo, data = example
     counter = ForwardCounter(monkeypatch)
     during: list[int] = []
     real = confidence_module.assess
@@ -246,9 +224,9 @@ def test_default_replicates_from_the_environment(monkeypatch):
         default_replicates()
 
 
-def test_recommend_reports_how_sure_it_is(tmp_path_factory, tmp_path):
+def test_recommend_reports_how_sure_it_is(example, tmp_path):
     get_plugin_manager().hook.register_commands(cli=cli)
-    zoo, data = build_example(tmp_path_factory.mktemp("example"), progress=False)
+    zoo, data = example
     report = tmp_path / "verdict.json"
     args = ["recommend", "--dataset", str(data), "--local-dir", str(zoo), "--per-class", "6",
             "--cache-dir", str(tmp_path / "cache"), "-q", "--current", "resnet-a",

@@ -31,6 +31,8 @@ from zoosel.plugins import get_plugin_manager, reset_plugin_manager
 from zoosel.testing.factories import make_timm_model_dir, write_image_folder
 from zoosel.types import Need, Scorer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIRS = {
     "zoosel-rankagg": (ROOT / "plugins" / "zoosel-rankagg", "zoosel_rankagg", "rankagg"),
@@ -111,15 +113,6 @@ def run(*args: str, code: int = 0, env: dict[str, str] | None = None):
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False, env=env)
     assert result.exit_code == code, result.output
     return result
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a busy shared CPU, tiny tensors are much faster that way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- the plugin author's guide -----------------------------------------------------------

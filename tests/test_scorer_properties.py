@@ -111,13 +111,8 @@ def _settings(name: str, factor: float = 1.0) -> settings:
     )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to oversubscribed machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one thread is faster, and immune to oversubscribed machines
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_test")
 
 
 # ------------------------------------------------------------------ running a scorer

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections import Counter
 
 import numpy as np
-import pluggy
 import pytest
 import torch
 from scipy.stats import multivariate_normal
-from scorer_cases import assert_rejects_bad_labelled_input
+from scorer_cases import assert_rejects_bad_labelled_input, registered, registered_by_default
 from scorer_cases import labels as _labels
 
-from zoosel import hookspecs
 from zoosel.errors import ScoringError
 from zoosel.scorers import leep as leep_mod
 from zoosel.scorers import lfc as lfc_mod
@@ -401,18 +398,8 @@ def test_prob_scorers_reject_bad_input(fn) -> None:
 # ------------------------------------------------------------------ registration
 
 
-def _registered_via_own_manager() -> dict:
-    pm = pluggy.PluginManager("zoosel")
-    pm.add_hookspecs(hookspecs)
-    for name, module in MODULES.items():
-        pm.register(module, name=name)
-    found: dict = {}
-    pm.hook.register_scorers(register=lambda s: found.__setitem__(s.name, s))
-    return found
-
-
 def test_registration_own_manager() -> None:
-    found = _registered_via_own_manager()
+    found = registered(MODULES)
     assert set(found) == set(NEEDS)
     for name, scorer in found.items():
         assert set(scorer.needs) == NEEDS[name]
@@ -420,18 +407,7 @@ def test_registration_own_manager() -> None:
 
 
 def test_registration_default_plugins() -> None:
-    from zoosel import plugins
-
-    for _, module in plugins.DEFAULT_PLUGINS:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:  # another engineer's plugin not written yet
-            pytest.skip(f"default plugin {module} not importable yet: {exc}")
-    plugins.reset_plugin_manager()
-    try:
-        found = plugins.collect("register_scorers", "scorer")
-    finally:
-        plugins.reset_plugin_manager()
+    found = registered_by_default()
     for name, needs in NEEDS.items():
         assert name in found
         assert set(found[name].needs) == needs
@@ -443,7 +419,7 @@ def test_scorer_fn_uses_declared_inputs() -> None:
     f = torch.from_numpy(_informative(rng, y, 5))
     p = torch.from_numpy(_softmax(rng.normal(size=(30, 4))))
     yt = torch.from_numpy(y)
-    found = _registered_via_own_manager()
+    found = registered(MODULES)
     feats = ScoreInputs(labels=yt, num_classes=3, features=f)
     probs = ScoreInputs(labels=yt, num_classes=3, source_probs=p)
     assert found["lfc"].fn(feats) == label_feature_correlation(f, yt)

@@ -7,15 +7,13 @@ import hashlib
 import math
 
 import numpy as np
-import pluggy
 import pytest
 import torch
 from scipy import stats
-from scorer_cases import assert_rejects_bad_labelled_input
+from scorer_cases import assert_rejects_bad_labelled_input, registered
 from scorer_cases import labels as _labels
 from scorer_cases import t as _t
 
-from zoosel import hookspecs
 from zoosel.errors import ScoringError
 from zoosel.scorers import feature_metrics as fm_mod
 from zoosel.scorers import gbc as gbc_mod
@@ -540,7 +538,7 @@ def test_random_reproducible_and_label_free() -> None:
     words = np.frombuffer(digest, dtype="<u8").tolist()
     assert value == np.random.default_rng([0, *words]).random()
     # labels never enter: any labels, any numbering, any num_classes
-    found = _registered()
+    found = registered(MODULES)
     for labels, c in ((torch.zeros(30, dtype=torch.int64), 1), (torch.arange(30) % 3, 3)):
         assert found["random"].fn(ScoreInputs(labels=labels, num_classes=c, features=f)) == value
     # what does change it: the seed, the features, the row order (documented)
@@ -633,18 +631,8 @@ def test_float32_input(fn) -> None:
 # ------------------------------------------------------------------------ registration
 
 
-def _registered() -> dict:
-    pm = pluggy.PluginManager("zoosel")
-    pm.add_hookspecs(hookspecs)
-    for name, module in MODULES.items():
-        pm.register(module, name=name)
-    found: dict = {}
-    pm.hook.register_scorers(register=lambda s: found.__setitem__(s.name, s))
-    return found
-
-
 def test_registration() -> None:
-    found = _registered()
+    found = registered(MODULES)
     assert set(found) == NAMES
     for scorer in found.values():
         assert set(scorer.needs) == {Need.FEATURES}
@@ -659,7 +647,7 @@ def test_scorer_fns_use_features_and_labels() -> None:
     f = _t(np.maximum(_informative(rng, y, 6), 0.0))
     yt = _t(y)
     inputs = ScoreInputs(labels=yt, num_classes=3, features=f)
-    found = _registered()
+    found = registered(MODULES)
     assert found["hscore"].fn(inputs) == hscore(f, yt)
     assert found["hscore_reg"].fn(inputs) == regularized_hscore(f, yt)
     assert found["gbc"].fn(inputs) == gbc(f, yt)

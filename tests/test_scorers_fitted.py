@@ -9,17 +9,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pluggy
 import pytest
 import scipy.linalg
 import scipy.optimize
 import torch
 from scipy.special import logsumexp, softmax
 from scipy.stats import multivariate_normal
-from scorer_cases import assert_rejects_bad_labelled_input, labels
+from scorer_cases import assert_rejects_bad_labelled_input, labels, registered
 from scorer_cases import t as _t
 
-from zoosel import hookspecs
 from zoosel.errors import ScoringError
 from zoosel.scorers import etran as etran_mod
 from zoosel.scorers import ncti as ncti_mod
@@ -745,18 +743,8 @@ def test_scorers_reject_bad_input(fn) -> None:
         fn(f[0], y[:1])
 
 
-def _registered() -> dict:
-    pm = pluggy.PluginManager("zoosel")
-    pm.add_hookspecs(hookspecs)
-    for name, module in MODULES.items():
-        pm.register(module, name=name)
-    found: dict = {}
-    pm.hook.register_scorers(register=lambda s: found.__setitem__(s.name, s))
-    return found
-
-
 def test_registration() -> None:
-    found = _registered()
+    found = registered(MODULES)
     assert set(found) == set(MODULES)
     for scorer in found.values():
         assert set(scorer.needs) == {Need.FEATURES}
@@ -774,7 +762,7 @@ def test_scorer_fns_use_declared_inputs() -> None:
     y = _labels(rng, 36, [1, 1, 1])
     f = _t(_informative(rng, y, 5))
     yt = _t(y)
-    found = _registered()
+    found = registered(MODULES)
     inputs = ScoreInputs(labels=yt, num_classes=3, features=f)
     assert found["nleep"].fn(inputs) == nleep(f, yt)
     assert found["sfda"].fn(inputs) == sfda(f, yt)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import numpy as np
-import pluggy
 import pytest
 import scipy.optimize
 import torch
 from scipy.spatial.distance import cosine as cosine_distance
 from scorer_cases import labels as _labels
+from scorer_cases import registered, registered_by_default
 from scorer_cases import t as _t
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from zoosel import hookspecs
 from zoosel.errors import ScoringError
 from zoosel.scorers import knn as knn_mod
 from zoosel.scorers import linear_probe as probe_mod
@@ -28,19 +26,20 @@ from zoosel.scorers.linear_probe import (
     standardise,
     stratified_folds,
 )
-from zoosel.scorers.ridge_cv import cholesky_lower, choose_route, ridge_folds
+from zoosel.scorers.ridge_cv import (
+    cholesky_lower,
+    choose_route,
+    peak_bytes,
+    plan_ridge,
+    ridge_folds,
+)
 from zoosel.types import Need, ScoreInputs
 
 MODULES = {"knn": knn_mod, "linear_probe": probe_mod}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster, and immune to oversubscribed machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one thread is faster, and immune to oversubscribed machines
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_test")
 
 
 def _informative(rng: np.random.Generator, y: np.ndarray, d: int, noise: float = 0.7):
@@ -491,6 +490,74 @@ def test_ridge_route_follows_the_flop_count() -> None:
     assert choose_route(30, 45, 3) == "kernel"
 
 
+def test_ridge_memory_plan_degrades_in_order() -> None:
+    # Arithmetic only: nothing of these sizes is allocated.
+    mb = 10**6
+    # N = 20,000, D = 2,048, 2 folds at once: 6 D x D matrices kept (419 MB), or the
+    # scatters streamed with 2 then 1 folds at once; the kernel route needs 2 GB
+    big = {"n": 20000, "d": 2048, "folds": 5, "num_codes": 100, "workers": 2}
+    kept = plan_ridge(**big, budget=math.inf)
+    assert (kept.route, kept.workers, kept.stream) == ("gram", 2, False)
+    assert 400 * mb < kept.peak < 450 * mb
+    one = plan_ridge(**big, budget=kept.peak - 1)
+    assert (one.route, one.workers, one.stream) == ("gram", 1, True)
+    assert one.peak == peak_bytes("gram", True, 20000, 2048, 5, 100, 1) < 260 * mb
+    with pytest.raises(ScoringError, match=r"239 MiB .*budget is 239 MiB.*solver='logistic'"):
+        plan_ridge(**big, budget=one.peak - 1)
+    # N = 1,600, D = 2,000: the kernel route by flops; fewer folds at once, then the
+    # streamed Gram route when even one kernel does not fit
+    small = {"n": 1600, "d": 2000, "folds": 5, "num_codes": 10, "workers": 2}
+    assert choose_route(1600, 2000, 5) == "kernel"
+    plans = [plan_ridge(**small, budget=b * mb) for b in (200, 150, 90)]
+    assert [(p.route, p.workers, p.stream) for p in plans] == [
+        ("kernel", 2, False), ("kernel", 1, False), ("gram", 1, True)]
+    # a route the caller chose is kept
+    with pytest.raises(ScoringError, match="needs at least 88 MiB .* budget is 86 MiB"):
+        plan_ridge(**small, route="kernel", budget=90 * mb)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_ridge_under_a_small_budget_gives_the_same_values(threads: int, monkeypatch) -> None:
+    # A budget that only the streamed Gram route with one fold at once fits: the fold
+    # scatters are computed again, so the fits equal the unconstrained ones bit for bit,
+    # and numpy's lstsq to 1e-6.
+    f, y = _ridge_case("n_greater_than_d")
+    torch.set_num_threads(threads)
+    free = linear_probe(_t(f), _t(y))
+    tight = peak_bytes("gram", True, len(y), f.shape[1], 5, 3, 1)
+    monkeypatch.setattr(probe_mod, "_RIDGE_BUDGET", tight)
+    small = linear_probe(_t(f), _t(y))
+    assert free.fits[0].plan.workers == threads and not free.fits[0].plan.stream
+    assert (small.fits[0].plan.route, small.fits[0].plan.workers) == ("gram", 1)
+    assert small.fits[0].plan.stream and small.fits[0].plan.peak <= tight
+    assert torch.get_num_threads() == threads
+    assert torch.equal(free.credit, small.credit)
+    fold = small.folds.numpy()
+    for k, (a, b) in enumerate(zip(free.fits, small.fits, strict=True)):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+        _, w, bias, _ = _ridge_lstsq(f, y, fold != k, probe_mod.DEFAULT_RIDGE_L2)
+        assert float(np.abs(b.weight.numpy() - w).max()) <= 1e-6
+        assert float(np.abs(b.bias.numpy() - bias).max()) <= 1e-6
+    monkeypatch.setattr(probe_mod, "_RIDGE_BUDGET", tight - 1)
+    with pytest.raises(ScoringError, match="solver='logistic'"):
+        linear_probe(_t(f), _t(y))
+    assert linear_probe(_t(f), _t(y), solver="logistic").accuracy > 0.5
+
+
+def test_ridge_kernel_route_under_a_small_budget() -> None:
+    f, y = _ridge_case("n_less_than_d")
+    folds = stratified_folds(_t(y), 3)
+    tight = peak_bytes("kernel", False, len(y), f.shape[1], 3, 3, 1)
+    got = ridge_folds(_t(f), _t(y), folds, 3, 0.1, rtol=1e-10, workers=3, route="kernel",
+                      budget=tight)
+    for k, (fit, _, logits) in enumerate(got):
+        assert (fit.plan.route, fit.plan.workers) == ("kernel", 1)
+        train, test = folds.numpy() != k, folds.numpy() == k
+        _, w, _, reference = _ridge_lstsq(f, y, train, 0.1)
+        assert float(np.abs(fit.weight.numpy() - w).max()) <= 1e-6
+        assert float(np.abs(logits.numpy() - reference(f[test])).max()) <= 1e-6
+
+
 def test_solvers_rank_a_hand_made_case_identically() -> None:
     # Three candidate feature sets for the same 90 labels: class means 3, 1 and 0 (no
     # signal) times the same random means, plus the same unit noise. Both solvers must
@@ -605,18 +672,8 @@ def test_standardise_drops_constant_columns() -> None:
 # ================================================================== registration
 
 
-def _registered_via_own_manager() -> dict:
-    pm = pluggy.PluginManager("zoosel")
-    pm.add_hookspecs(hookspecs)
-    for name, module in MODULES.items():
-        pm.register(module, name=name)
-    found: dict = {}
-    pm.hook.register_scorers(register=lambda s: found.__setitem__(s.name, s))
-    return found
-
-
 def test_registration_own_manager() -> None:
-    found = _registered_via_own_manager()
+    found = registered(MODULES)
     assert set(found) == {"knn", "linear_probe"}
     assert found["linear_probe"].version == "2"  # 1: logistic regression by L-BFGS
     for scorer in found.values():
@@ -629,7 +686,7 @@ def test_scorer_fn_uses_declared_inputs() -> None:
     rng = np.random.default_rng(1)
     y = _labels(rng, 30, [1, 1, 1])
     f = _t(_informative(rng, y, 5))
-    found = _registered_via_own_manager()
+    found = registered(MODULES)
     feats = ScoreInputs(labels=_t(y), num_classes=3, features=f)
     assert found["knn"].fn(feats) == knn_accuracy(f, _t(y))
     assert found["linear_probe"].fn(feats) == linear_probe_accuracy(f, _t(y))
@@ -640,18 +697,7 @@ def test_scorer_fn_uses_declared_inputs() -> None:
 
 
 def test_registration_default_plugins() -> None:
-    from zoosel import plugins
-
-    for _, module in plugins.DEFAULT_PLUGINS:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:  # another engineer's plugin not written yet
-            pytest.skip(f"default plugin {module} not importable yet: {exc}")
-    plugins.reset_plugin_manager()
-    try:
-        found = plugins.collect("register_scorers", "scorer")
-    finally:
-        plugins.reset_plugin_manager()
+    found = registered_by_default()
     missing = {"knn", "linear_probe"} - set(found)
     if missing:
         pytest.skip(f"not registered in zoosel.plugins yet: {sorted(missing)}")

@@ -7,6 +7,7 @@ import io
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -14,6 +15,7 @@ from safetensors.torch import save_file
 
 from zoosel.cli import cli
 from zoosel.cli import commands as _commands  # noqa: F401  (registers the commands)
+from zoosel.testing.counting import ForwardCounter
 from zoosel.testing.factories import (
     make_timm_model_dir,
     make_transformers_vit_dir,
@@ -40,21 +42,6 @@ def run(*args: str, code: int = 0):
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     assert result.exit_code == code, result.output
     return result
-
-
-class ForwardCounter:
-    """Counts every top-level nn.Module call, independently of zoosel's own bookkeeping."""
-
-    def __init__(self, monkeypatch):
-        self.calls = 0
-        original = torch.nn.Module.__call__
-        counter = self
-
-        def counting(module, *args, **kwargs):
-            counter.calls += 1
-            return original(module, *args, **kwargs)
-
-        monkeypatch.setattr(torch.nn.Module, "__call__", counting)
 
 
 def test_ranks_timm_and_transformers_folders_and_json_matches(zoo, data, tmp_path):
@@ -154,12 +141,89 @@ def test_bad_input_gets_a_message(data, tmp_path):
     assert "does not exist" in out and "Traceback" not in out
 
 
+def test_scorer_option_reaches_the_probe_and_keys_the_cache(zoo, data, tmp_path, monkeypatch):
+    from zoosel.scorers import linear_probe as probe_mod
+
+    solvers: list[str] = []
+    original = probe_mod.linear_probe_accuracy
+
+    def spy(*args, solver: str = probe_mod.DEFAULT_SOLVER, **kwargs):
+        solvers.append(solver)
+        return original(*args, solver=solver, **kwargs)
+
+    monkeypatch.setattr(probe_mod, "linear_probe_accuracy", spy)
+    common = ["select", "--dataset", str(data), "--local-dir", str(zoo), "-q",
+              "--cache-dir", str(tmp_path / "cache"), "--format", "json", "-s", "linear_probe",
+              "--confidence", "0"]
+    logistic = ["--scorer-option", "linear_probe.solver=logistic"]
+
+    def probe_values(*extra: str) -> tuple[dict[str, float], dict]:
+        ranking = json.loads(run(*common, *extra).output)
+        return {r["candidate"]: r["scores"]["linear_probe"] for r in ranking["ranking"]}, ranking
+
+    ridge_values, ridge = probe_values()
+    assert solvers == ["ridge"] * 3 and ridge["scorer_options"] == {}
+    solvers.clear()
+    # the cache holds ridge values for these features: the logistic probe is computed anew
+    logistic_values, ranking = probe_values(*logistic)
+    assert solvers == ["logistic"] * 3
+    assert ranking["scorer_options"] == {"linear_probe": {"solver": "logistic"}}
+    solvers.clear()
+    # each setting's values are then served from the cache under its own key
+    assert probe_values(*logistic)[0] == logistic_values and solvers == []
+    assert probe_values()[0] == ridge_values and solvers == []
+    # naming the default changes nothing, not even the cache key
+    assert probe_values("--scorer-option", "linear_probe.solver=ridge")[0] == ridge_values
+    assert solvers == []
+    # the resamples of --confidence re-score with the same setting
+    probe_values(*logistic, "--confidence", "4")
+    assert solvers == ["logistic"] * 12
+    # the table and the card say which setting ran
+    table = run(*[a for a in common if a not in ("--format", "json")], *logistic).output
+    assert "scorer options: linear_probe.solver=logistic" in table
+    from zoosel.api import rank
+    from zoosel.cards import render_card
+
+    card = render_card(rank(str(data), local_dirs=[str(zoo)], scorers=["linear_probe"],
+                            scorer_options={"linear_probe": {"solver": "logistic"}},
+                            cache_dir=tmp_path / "cache", progress=False, confidence=0))
+    assert "- `linear_probe` (solver=logistic)" in card
+    assert "options:\n    solver: logistic" in card  # the YAML front matter
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("linear_probe.solver=sgd", "linear_probe.solver must be one of ridge, logistic; got 'sgd'"),
+    ("linear_probe.l2=1", "scorer 'linear_probe' has no option 'l2' (its options: solver)"),
+    ("lfc.solver=ridge", "scorer 'lfc' has no option 'solver' (its options: none)"),
+    ("linear_prob.solver=ridge", "Did you mean 'linear_probe'"),
+    ("logme.solver=ridge", "scorer 'logme', which is not among the chosen ones (lfc)"),
+    ("linear_probe=logistic", "write SCORER.OPTION=VALUE, e.g. linear_probe.solver=logistic"),
+])
+def test_scorer_option_errors_name_the_choices(option, message, data):
+    scorers = ["-s", "lfc"] if option.startswith(("lfc", "logme")) else ["-s", "linear_probe"]
+    out = run("select", "--dataset", str(data), "-m", "timm:x", *scorers,
+              "--scorer-option", option, code=2).output
+    assert message in out and "Traceback" not in out
+
+
+def test_score_command_with_a_scorer_option(tmp_path):
+    from zoosel.scorers.linear_probe import linear_probe_accuracy
+
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.arange(40) % 4
+    feats = torch.randn(40, 6, generator=gen) + 1.5 * torch.nn.functional.one_hot(labels, 6)
+    np.savez(tmp_path / "f.npz", features=feats.numpy(), labels=labels.numpy())
+    command = ["score", "--features", str(tmp_path / "f.npz"), "-s", "linear_probe",
+               "--format", "json"]
+    for solver in ("ridge", "logistic"):
+        out = json.loads(run(*command, "--scorer-option", f"linear_probe.solver={solver}").output)
+        assert out == {"linear_probe": linear_probe_accuracy(feats, labels, solver=solver)}
+
+
 def test_score_command_on_saved_features(tmp_path):
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(30) % 3
     feats = torch.randn(30, 8, generator=gen) + 3 * torch.nn.functional.one_hot(labels, 8)
-    import numpy as np
-
     np.savez(tmp_path / "f.npz", features=feats.numpy(), labels=labels.numpy())
     out = json.loads(run("score", "--features", str(tmp_path / "f.npz"), "-s", "lfc",
                          "-s", "logme", "--format", "json").output)

@@ -70,8 +70,13 @@ def get_format(name: str) -> OutputFormat:
     return formats[name]
 
 
-def select_scorers(names: Sequence[str] | None) -> dict[str, Scorer]:
-    """Scorers by name, in order; ``None`` gives the default set, ``all`` every one."""
+def select_scorers(names: Sequence[str] | None,
+                   options: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Scorer]:
+    """Scorers by name, in order; ``None`` gives the default set, ``all`` every one.
+
+    ``options`` sets scorer options, ``{scorer: {option: value}}`` (see
+    :attr:`Scorer.options`), for scorers among the chosen ones.
+    """
     available = list_scorers()
     if not names:
         names = [n for n in DEFAULT_SCORERS if n in available]
@@ -83,7 +88,19 @@ def select_scorers(names: Sequence[str] | None) -> dict[str, Scorer]:
         if name not in available:
             raise UnknownNameError("scorer", name, [*available, "all"])
         chosen[name] = available[name]
+    for name, values in (options or {}).items():
+        if name not in available:
+            raise UnknownNameError("scorer", name, list(available))
+        if name not in chosen:
+            raise UsageError(f"options are given for scorer {name!r}, which is not among the "
+                             f"chosen ones ({', '.join(chosen)}); add --scorer {name}.")
+        chosen[name] = chosen[name].with_options(values)
     return chosen
+
+
+def _options_of(chosen: Mapping[str, Scorer]) -> dict[str, dict[str, str]]:
+    """The scorer options that differ from the defaults, by scorer."""
+    return {name: dict(s.option_values) for name, s in chosen.items() if s.option_values}
 
 
 def parse_model(spec: str, sources: dict[str, ModelSource]) -> tuple[ModelSource, str]:
@@ -226,6 +243,7 @@ def rank(
     timm_patterns: Sequence[str] = (),
     local_dirs: Sequence[str] = (),
     scorers: Sequence[str] | None = None,
+    scorer_options: Mapping[str, Mapping[str, str]] | None = None,
     sort_by: str | None = None,
     split: str | None = None,
     image_column: str | None = None,
@@ -285,6 +303,10 @@ def rank(
     comparisons. Scores are cached with the features: a rerun that adds a scorer
     computes only that one.
 
+    ``scorer_options`` sets options of chosen scorers, ``{scorer: {option: value}}``, e.g.
+    ``{"linear_probe": {"solver": "logistic"}}`` (:attr:`Scorer.options` lists them;
+    cached scores are kept apart per setting).
+
     ``confidence`` resamples the per-class sample that many times (seeded by ``seed``)
     and re-ranks the candidates by the sort score on the arrays already extracted, giving
     each candidate's probability of being the best and a rank interval
@@ -294,7 +316,7 @@ def rank(
     started = time.perf_counter()
     procs = Workers.current()
     progress = progress and procs.is_main
-    chosen = select_scorers(scorers)
+    chosen = select_scorers(scorers, scorer_options)
     primary = sort_by or next(iter(chosen))
     if primary not in chosen:
         raise UsageError(f"--sort-by {primary!r} is not among the chosen scorers: "
@@ -392,6 +414,8 @@ def _rank_candidates(
         config = {"dataset": target.fingerprint, "split": target.split, "sample": sample.key,
                   "scorers": list(chosen), "sketch": settings.sketch,
                   "source_data": list(source_data)}
+        if _options_of(chosen):  # absent otherwise: earlier run folders still resume
+            config["scorer_options"] = _options_of(chosen)
         if procs.is_main:
             run = RunDir(run_dir, config, fresh=fresh)
             finished = run.finished()
@@ -454,6 +478,7 @@ def _rank_candidates(
         ),
         scorers=list(chosen), primary=primary, results=done, failed=failed, skipped=skipped,
         seconds=time.perf_counter() - started, pool_relative=pool_relative, timings=timings,
+        scorer_options=_options_of(chosen),
     )
     if not done:
         raise NoResultsError(_nothing_scored(ranking), ranking)
@@ -504,15 +529,16 @@ def score(
     *,
     source_probs: np.ndarray | None = None,
     scorers: Sequence[str] | None = None,
+    scorer_options: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, float]:
     """Score features the user already has, with no model: ``{scorer: value}``.
 
     Labels may be any hashable values; they are mapped to ``0..C-1``. Pool-relative
     scorers (such as the default ``consensus``) rank candidates against each other, so
     they have no value for one feature set: the default set leaves them out and naming
-    one is an error.
+    one is an error. ``scorer_options`` as in :func:`rank`.
     """
-    chosen = select_scorers(scorers)
+    chosen = select_scorers(scorers, scorer_options)
     relative = [name for name, s in chosen.items() if s.pool_normalize is not None]
     named = [name for name in relative if name in (scorers or ())]
     if named:
@@ -729,7 +755,8 @@ def iter_scorer_rows(scorers: Iterable[Scorer]) -> list[dict[str, str]]:
     return [
         {"name": s.name, "needs": ", ".join(sorted(n.value for n in s.needs)),
          "summary": s.summary + (f" (raw: {s.raw})" if s.raw else ""),
-         "pool": "yes" if s.pool_normalize else "", "reference": s.reference}
+         "pool": "yes" if s.pool_normalize else "", "reference": s.reference,
+         "options": "; ".join(f"{k}: {'|'.join(v)}" for k, v in s.options.items())}
         for s in scorers
     ]
 

@@ -222,7 +222,9 @@ def _metadata(ranking: Ranking, generated_at: str | None) -> dict[str, Any]:
         "scorers": [
             {"name": name,
              "reference": known[name].reference if name in known else "",
-             "pool_relative": name in ranking.pool_relative}
+             "pool_relative": name in ranking.pool_relative,
+             **({"options": ranking.scorer_options[name]}
+                if ranking.scorer_options.get(name) else {})}
             for name in ranking.scorers
         ],
         "candidates": [
@@ -264,6 +266,7 @@ def _fields(ranking: Ranking, meta: Mapping[str, Any]) -> dict[str, str]:
     )
     scorers = "\n".join(
         f"- `{s['name']}`"
+        + "".join(f" ({k}={v})" for k, v in (s.get("options") or {}).items())
         + (" (pool-relative: depends on the other candidates)" if s["pool_relative"] else "")
         + (f": {s['reference']}" if s["reference"] else "")
         for s in meta["scorers"]

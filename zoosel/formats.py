@@ -64,6 +64,10 @@ def _notes(ranking: Ranking) -> list[str]:
             f"pool-relative scores (depend on the other candidates): "
             f"{', '.join(ranking.pool_relative)}"
         )
+    if ranking.scorer_options:
+        lines.append("scorer options: " + ", ".join(
+            f"{name}.{k}={v}" for name, values in ranking.scorer_options.items()
+            for k, v in values.items()))
     lines += [f"note    {r.candidate}: {n}" for r in ranking.results for n in r.notes]
     lines += [f"failed  {r.candidate}: {r.error}" for r in ranking.failed]
     lines += [f"skipped {s.id}: {s.reason}" for s in ranking.skipped]

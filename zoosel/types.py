@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -236,6 +236,46 @@ class Scorer:
     version: str = "1"
     """Bump when the score's computation changes: cached scores of other versions are
     recomputed."""
+    options: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    """Keyword arguments ``fn`` accepts, each with its allowed values (the first is the
+    default); chosen with :meth:`with_options` (``--scorer-option NAME.OPTION=VALUE``)."""
+    option_values: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """The options set by :meth:`with_options` that differ from the defaults."""
+
+    @property
+    def cache_name(self) -> str:
+        """The name its cached scores are stored under: ``name``, and the options that differ
+        from the defaults (``linear_probe[solver=logistic]``), so each setting keeps its own."""
+        if not self.option_values:
+            return self.name
+        return f"{self.name}[{','.join(f'{k}={v}' for k, v in self.option_values.items())}]"
+
+    def with_options(self, values: Mapping[str, str]) -> Scorer:
+        """This scorer with ``values`` for its options.
+
+        The values that differ from the defaults are passed to ``fn`` and appended to
+        ``version``, so cached scores of one setting are never taken for another's.
+
+        :raises UsageError: for an option or value the scorer does not declare.
+        """
+        from functools import partial
+
+        from zoosel.errors import UsageError
+
+        for key, value in values.items():
+            if key not in self.options:
+                known = ", ".join(sorted(self.options)) or "none"
+                raise UsageError(f"scorer {self.name!r} has no option {key!r} "
+                                 f"(its options: {known}).")
+            if value not in self.options[key]:
+                raise UsageError(f"{self.name}.{key} must be one of "
+                                 f"{', '.join(self.options[key])}; got {value!r}.")
+        changed = {k: v for k, v in sorted(values.items()) if v != self.options[k][0]}
+        if not changed:
+            return self
+        tag = ",".join(f"{k}={v}" for k, v in changed.items())
+        return replace(self, fn=partial(self.fn, **changed), version=f"{self.version}+{tag}",
+                       option_values=changed)
 
 
 @dataclass
@@ -321,6 +361,8 @@ class Ranking:
     """Seconds of work shared by all candidates (``probe``: training RSA's probe network)."""
     confidence: Confidence | None = None
     """How sure the order is under resampling of the sample (None: not computed)."""
+    scorer_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Scorer options that differ from the defaults, ``{scorer: {option: value}}``."""
 
     @property
     def best(self) -> CandidateResult | None:
@@ -336,6 +378,7 @@ class Ranking:
         return {
             "dataset": asdict(self.dataset),
             "scorers": self.scorers,
+            "scorer_options": self.scorer_options,
             "primary": self.primary,
             "pool_relative": self.pool_relative,
             "ranking": [dict(rank=i + 1, **r.to_dict(), **self._confidence_row(r.candidate))

@@ -22,6 +22,7 @@ from zoosel.bench import groundtruth, nets, selectors, zoo
 from zoosel.bench.data import BenchData, external_name
 from zoosel.bench.profiles import Profile
 from zoosel.errors import BenchJobError, UsageError
+from zoosel.threads import serial
 
 STEPS = ("zoo", "finetune", "score", "report")
 CONFIG_FILE = "bench.json"
@@ -305,16 +306,12 @@ def _pool_map(fn: Callable[..., tuple[Any, Any]], args: list[tuple[Any, ...]], w
         return
     bar = tqdm(total=len(args), desc=desc, disable=not progress, file=sys.stderr)
     if workers <= 1:
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
         try:
-            for a in args:
-                yield fn(*a)
-                bar.update()
+            with serial():
+                for a in args:
+                    yield fn(*a)
+                    bar.update()
         finally:
-            torch.set_num_threads(threads)
             bar.close()
         return
     import multiprocessing

@@ -18,6 +18,7 @@ from typing import Any
 from zoosel.bench import nets
 from zoosel.bench.data import BenchData
 from zoosel.bench.profiles import Profile
+from zoosel.threads import serial
 from zoosel.types import Need
 
 ABLATION = "full-split"
@@ -65,16 +66,13 @@ def score(root: Path, profile: Profile, job: Scoring, members: Mapping[str, Path
           device: str = "cpu") -> dict[str, Any]:
     """Rank the zoo for ``job`` with every selector (models run on ``device``); returns
     scores, costs and errors."""
-    import torch
 
     from zoosel.api import rank, select_scorers
 
     data = BenchData(root, profile)
     folder = data.regime_folder(job.task, job.regime)
     chosen = select_scorers(list(profile.scorers))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with serial():
         ranking = rank(
             str(folder), models=[f"local:{p}" for _, p in sorted(members.items())],
             scorers=list(chosen), per_class=profile.score_per_class
@@ -82,8 +80,6 @@ def score(root: Path, profile: Profile, job: Scoring, members: Mapping[str, Path
             cache_dir=root / "cache", source_data=source_rules(root, profile, members),
             device=device,
         )
-    finally:
-        torch.set_num_threads(threads)
     scores: dict[str, dict[str, float]] = {name: {} for name in chosen}
     seconds: dict[str, float] = dict.fromkeys(chosen, 0.0)
     for result in ranking.results:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from zoosel.bench import groundtruth, nets, zoo
 from zoosel.errors import UsageError
+from zoosel.threads import serial
 
 if TYPE_CHECKING:
     from zoosel.bench.run import Bench
@@ -86,11 +87,7 @@ def verify(bench: Bench, runs: int = 20, members: int = 1, seed: int = 0,
            names: Sequence[str] = ()) -> list[Check]:
     """Redo ``members`` zoo members (or those in ``names``) and ``runs`` fine-tuning runs,
     drawn at random (seeded) from ``bench``'s current work; one :class:`Check` each."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the build's workers
-    try:
+    with serial():  # as the build's workers
         checks = []
         built = bench.members()
         unknown = [n for n in names if n not in built]
@@ -105,5 +102,3 @@ def verify(bench: Bench, runs: int = 20, members: int = 1, seed: int = 0,
         picked = random.Random(seed).sample(records, min(runs, len(records)))
         checks += [check_run(bench, r, built[r["member"]]) for r in picked]
         return checks
-    finally:
-        torch.set_num_threads(threads)

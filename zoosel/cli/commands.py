@@ -17,6 +17,7 @@ from zoosel.cli.options import (
     engine_options,
     quiet_option,
     rank_arguments,
+    scorer_option,
     scorer_options,
     section,
 )
@@ -213,11 +214,12 @@ def _listing_table(listing: Any) -> str:
 @click.option("--labels", "labels_file", type=click.Path(exists=True),
               help=".npy or text file (one label per line); default: 'labels' in the .npz.")
 @click.option("--scorer", "-s", "scorers", multiple=True, help="Scorer (repeatable, 'all').")
+@scorer_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @friendly_errors
 def score_cmd(features_file: str, labels_file: str | None, scorers: tuple[str, ...],
-              fmt: str) -> None:
+              scorer_option: dict[str, dict[str, str]], fmt: str) -> None:
     """Score features you already have, with no model at all."""
     import json
 
@@ -240,7 +242,7 @@ def score_cmd(features_file: str, labels_file: str | None, scorers: tuple[str, .
     else:
         raise UsageError(f"{features_file} has no 'labels' array; pass --labels FILE.")
     values = score(arrays.get("features"), labels, source_probs=arrays.get("source_probs"),
-                   scorers=scorers or None)
+                   scorers=scorers or None, scorer_options=scorer_option or None)
     if fmt == "json":
         click.echo(json.dumps(values, indent=2))
     else:
@@ -261,8 +263,9 @@ def scorers_cmd() -> None:
     for r in rows:
         default = "*" if r["name"] in DEFAULT_SCORERS else " "
         pool = " [pool-relative]" if r["pool"] else ""
+        options = f" Options (--scorer-option): {r['options']}." if r["options"] else ""
         click.echo(f"{default} {r['name'].ljust(width)}  {r['needs'].ljust(needs_width)}  "
-                   f"{r['summary']}{pool}")
+                   f"{r['summary']}{pool}{options}")
     click.echo("\n* default set. Every score is reported so that higher is better.")
 
 

@@ -153,17 +153,40 @@ def candidate_options(func: F) -> F:
 
 
 
+def scorer_option_values(ctx: click.Context | None, param: click.Parameter | None,
+                         values: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """``--scorer-option SCORER.OPTION=VALUE`` (repeatable) as ``{scorer: {option: value}}``;
+    the scorers check the names and values."""
+    out: dict[str, dict[str, str]] = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        name, dot, option = key.strip().partition(".")
+        if not (eq and dot and name and option and value.strip()):
+            raise click.BadParameter(
+                f"{item!r}: write SCORER.OPTION=VALUE, e.g. linear_probe.solver=logistic.")
+        out.setdefault(name, {})[option] = value.strip()
+    return out
+
+
+scorer_option = click.option(
+    "--scorer-option", "scorer_option", multiple=True, callback=scorer_option_values,
+    metavar="SCORER.OPTION=VALUE",
+    help="A scorer's option, e.g. linear_probe.solver=logistic (the logistic probe instead "
+         "of the default ridge one). Repeatable; `zoosel scorers` lists the options.")
+"""``--scorer-option``: the ``scorer_options`` argument of :func:`zoosel.api.rank`."""
+
 scorer_options = option_group(title="Scoring", options=[
     click.option("--scorer", "-s", "scorers", multiple=True,
                  help="Scorer to compute (repeatable; 'all' for every one). "
                       "Default: consensus, lfc, logme, leep, nce."),
+    scorer_option,
     click.option("--sort-by", help="Scorer that orders the ranking (default: the first)."),
     click.option("--confidence", type=click.IntRange(min=0),
                  help="Resamples of the sample re-scored by the sort score (no forward pass) "
                       "for P(best) and a 90% rank interval; 0: off (default 50, or "
                       "$ZOOSEL_CONFIDENCE)."),
 ])
-"""``--scorer``, ``--sort-by`` and ``--confidence``."""
+"""``--scorer``, ``--scorer-option``, ``--sort-by`` and ``--confidence``."""
 
 _device_options = option_group(title="Device and batching", options=[
     click.option("--device", default="auto", show_default=True,
@@ -230,10 +253,10 @@ RANK_OPTION_NAMES = (
     "dataset", "split", "image_column", "label_column", "per_class", "seed", "models",
     "hub_filter", "hub_search", "hub_author", "hub_limit", "hub_sort", "pipeline_tag",
     "library", "licenses", "min_params", "max_params", "include_gated", "from_cache",
-    "listing_ttl", "timm_pattern", "local_dir", "scorers", "sort_by", "device", "batch_size",
-    "workers", "cache_dir", "no_cache", "trust_remote_code", "allow_pickle", "sketch_dim",
-    "sketch_layer", "sketch_head", "sketch_seed", "source_data", "run_dir", "fresh", "shard",
-    "precision", "confidence",
+    "listing_ttl", "timm_pattern", "local_dir", "scorers", "scorer_option", "sort_by",
+    "device", "batch_size", "workers", "cache_dir", "no_cache", "trust_remote_code",
+    "allow_pickle", "sketch_dim", "sketch_layer", "sketch_head", "sketch_seed", "source_data",
+    "run_dir", "fresh", "shard", "precision", "confidence",
 )
 """Parameter names the option groups above define (``quiet`` aside)."""
 
@@ -261,7 +284,8 @@ def rank_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
     o = options
     return dict(
         dataset=o["dataset"], **candidate_arguments(o),
-        scorers=o["scorers"] or None, sort_by=o["sort_by"], split=o["split"],
+        scorers=o["scorers"] or None, scorer_options=o["scorer_option"] or None,
+        sort_by=o["sort_by"], split=o["split"],
         image_column=o["image_column"], label_column=o["label_column"],
         per_class=per_class_value(o["per_class"]), seed=o["seed"], device=o["device"],
         batch_size=o["batch_size"], workers=o["workers"], cache_dir=o["cache_dir"],

@@ -320,9 +320,10 @@ def _score(arrays: Mapping[str, np.ndarray], sample: Sample, scorers: Mapping[st
                if settings.cache is not None else {})
     held = meta.get("scores") if settings.cache is not None else None
     held = held if isinstance(held, dict) else {}
-    reused = {name: held[name] for name, scorer in scorers.items()
-              if isinstance(held.get(name), dict) and held[name].get("version") == scorer.version
-              and held[name].get("inputs") == digests.get(name)}
+    reused = {name: held[scorer.cache_name] for name, scorer in scorers.items()
+              if isinstance(record := held.get(scorer.cache_name), dict)
+              and record.get("version") == scorer.version
+              and record.get("inputs") == digests.get(name)}
     todo = {name: scorer for name, scorer in scorers.items() if name not in reused}
     threads = None
     if settings.pipeline is not None and "features" in arrays:
@@ -335,7 +336,8 @@ def _score(arrays: Mapping[str, np.ndarray], sample: Sample, scorers: Mapping[st
     result.timings.update({n: o["seconds"] for n, o in fresh.items() if "seconds" in o})
     result.cached_timings.update({n: float(r.get("seconds", 0.0)) for n, r in reused.items()})
     if settings.cache is not None:
-        records = {name: {**outcome, "version": scorers[name].version, "inputs": digests[name]}
+        records = {scorers[name].cache_name:
+                   {**outcome, "version": scorers[name].version, "inputs": digests[name]}
                    for name, outcome in fresh.items() if "missing" not in outcome}
         if records:
             settings.cache.store_scores(key, records)

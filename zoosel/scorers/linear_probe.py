@@ -84,6 +84,11 @@ Direction: higher is better (an accuracy in [0, 1]); no sign flip.
 Cost, ridge: one Gram matrix of the N rows (each fold's own, centred) and one D x D
 Cholesky factorisation per fold, O(N D^2 + F D^3); or, when fewer flops, one n x n
 kernel and factorisation per fold, O(F (n^2 D + n^3)).
+Memory, ridge: (F + 1) D x D float64 matrices on the Gram route (0.2 GB at D = 2,048,
+3.2 GB at 8,192); when the estimate exceeds half the memory available, each fold's
+scatter is computed again instead of kept (the same values, one more Gram), with fewer
+folds at once, then the other route; when nothing fits, a ScoringError says so (the
+logistic solver needs O(N D) only). See :mod:`zoosel.scorers.ridge_cv`.
 Cost, logistic: per fold and per L-BFGS iteration one (n, D) x (D, C) product for the logits and
 one for the gradient, O(N D C) (float32 then float64), and as many in r columns for
 the start; plus O(N D r) once for the principal directions.
@@ -150,6 +155,7 @@ _SUBSPACE_GTOL = 1e-5
 _PARALLEL_FOLDS = True  # fit the folds on the caller's threads at once, one thread each
 _PARALLEL_FOLD_WORK = 8_000_000  # N x D above which folds run one after the other instead
 _RIDGE_ROUTE: str | None = None  # "gram" or "kernel" to override the flop count (tests)
+_RIDGE_BUDGET: float | None = None  # bytes for the ridge folds; None: half the memory free
 
 
 # ---------------------------------------------------------------------------- folds
@@ -608,7 +614,8 @@ def _ridge_outcomes(
     workers = _workers(x, n_folds, math.inf)
     outcomes = []
     for fit, test, logits in ridge_folds(x, codes, fold, n_folds, l2, rtol=CONSTANT_RTOL,
-                                         workers=workers, route=_RIDGE_ROUTE):
+                                         workers=workers, route=_RIDGE_ROUTE,
+                                         budget=_RIDGE_BUDGET):
         lookup = torch.full((values.numel(),), -1, dtype=torch.int64, device=x.device)
         lookup[fit.classes] = torch.arange(fit.classes.numel(), device=x.device)
         target = lookup[codes[test]]
@@ -720,10 +727,11 @@ def linear_probe_accuracy(
     ).accuracy
 
 
-def _score(inputs: ScoreInputs) -> float:
+def _score(inputs: ScoreInputs, solver: str = DEFAULT_SOLVER) -> float:
     if inputs.features is None:
         raise ScoringError("the linear probe needs features.")
-    return linear_probe_accuracy(inputs.features, inputs.labels, inputs.num_classes)
+    return linear_probe_accuracy(inputs.features, inputs.labels, inputs.num_classes,
+                                 solver=solver)
 
 
 @hookimpl
@@ -741,5 +749,6 @@ def register_scorers(register: Callable[[Scorer], None]) -> None:
             "Rifkin and Klautau 2004, JMLR 5",
             cost="one Gram O(N D^2) + a D x D Cholesky per fold (or an n x n kernel per fold)",
             version="2",  # 1: logistic regression by L-BFGS (now solver="logistic")
+            options={"solver": SOLVERS},
         )
     )

@@ -22,13 +22,28 @@ with C the centred scatter of T and S = diag(s). Two equivalent ways to get W:
 The route is chosen by a flop count (:func:`choose_route`); the folds run on the caller's
 threads one thread each (``workers`` at once), so the result does not depend on the
 thread count.
+
+Memory (:func:`plan_ridge`). The Gram route keeps one D x D float64 scatter per fold
+plus their sum, (F + 1) 8 D^2 bytes: 0.2 GB at D = 2,048, 3.2 GB at 8,192, 13 GB at
+16,384 (F = 5). Before allocating, the peak is estimated and checked against a budget
+(:func:`memory_budget`, half the memory available). When it does not fit, in this order:
+
+1. Gram route, streamed: the folds' scatters are added to the sum as they come and
+   each fold's own is computed again when its fold is fitted (the same operations on
+   the same rows, so the same values bit for bit), peak (1 + w) 8 D^2 bytes with w folds
+   at once, w from ``workers`` down to 1; one more Gram of the N rows in time.
+2. Kernel route, w from ``workers`` down to 1 (equal to round-off, about 1e-12).
+3. Otherwise :class:`~zoosel.errors.ScoringError`, saying what would fit.
+
+A route given by the caller is kept; only its own variants are tried.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from zoosel.errors import ScoringError
@@ -37,13 +52,20 @@ from zoosel.threads import one_torch_thread, torch_threads
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["RidgeFit", "cholesky_lower", "choose_route", "ridge_folds"]
+__all__ = [
+    "RidgeFit", "RidgePlan", "cholesky_lower", "choose_route", "memory_budget", "peak_bytes",
+    "plan_ridge", "ridge_folds",
+]
 
 # Cost in Gram flops: the blocked float64 Cholesky below takes about 3 Gram flops per
 # flop (D = 2,048, one thread: 0.066 s for D^3/3 flops, Gram 0.22 s for 2 N D^2 at
 # N = 2,500).
 _CHOLESKY_COST = 1.0  # per d^3 of one factorisation (blocked, below: about half LAPACK's)
 _BLOCK = 128  # Cholesky block size: 128-256 were fastest at D = 512-2,048, one thread
+# Measured resident peak over the count below: 1.02-1.13 (N = 3,000, D = 1,536, C = 50,
+# Gram route kept or streamed, 1-2 folds at once); the rest is BLAS buffers and indices.
+_OVERHEAD = 1.15
+_BUDGET_SHARE = 0.5  # of the memory available (CPU) or free (CUDA)
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,104 @@ class RidgeFit:
     """(K,) the class codes present in the training rows, increasing."""
     route: str
     """"gram" or "kernel"."""
+    plan: RidgePlan | None = None
+    """How the folds were computed (route, folds at once, streamed scatters)."""
+
+
+@dataclass(frozen=True)
+class RidgePlan:
+    """How :func:`ridge_folds` computes the folds, and its estimated peak memory."""
+
+    route: str
+    """"gram" or "kernel"."""
+    workers: int
+    """Folds computed at once."""
+    stream: bool
+    """Gram route: each fold's scatter computed again instead of kept (same values)."""
+    peak: int
+    """Estimated peak bytes besides the input features."""
+
+
+def peak_bytes(route: str, stream: bool, n: int, d: int, folds: int, num_codes: int,
+               workers: int, itemsize: int = 8) -> int:
+    """Estimated peak bytes of :func:`ridge_folds`' own tensors (not the input's).
+
+    Counts the D x D and n x n matrices, the row copies and the (D, C) blocks each fold
+    holds at once; small vectors are left out.
+    """
+    test = -(-n // folds)  # the largest held-out fold
+    train = n - n // folds  # the most training rows
+    c = num_codes
+    per_fold = test * d + 4 * c * d + _BLOCK * d + test * c  # rows, sums, rhs, panel, logits
+    if route == "gram" and not stream:
+        elements = (folds + 1) * d * d + folds * c * d + workers * per_fold
+    elif route == "gram":
+        elements = d * d + folds * c * d + workers * (d * d + test * d + per_fold)
+    elif route == "kernel":
+        elements = workers * (3 * train * d + train * train + 3 * train * c + d * c
+                              + test * d + test * c)
+    else:
+        raise ValueError(f"unknown route {route!r}")
+    return int(elements * itemsize * _OVERHEAD)
+
+
+def memory_budget(device: torch.device | str = "cpu") -> int | None:
+    """Bytes the ridge folds may use: half the memory available (Linux ``MemAvailable``,
+    else the physical memory) or, on CUDA, half the device's free memory; None: unknown."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * _BUDGET_SHARE)
+    from zoosel.sources.loaders import available_memory
+
+    have = available_memory()
+    if have is None:
+        try:
+            have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):
+            return None
+    return int(have * _BUDGET_SHARE)
+
+
+def _size(count: float) -> str:
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
+
+
+def plan_ridge(n: int, d: int, folds: int, num_codes: int, *, workers: int = 1,
+               route: str | None = None, budget: float | None = None,
+               itemsize: int = 8) -> RidgePlan:
+    """The first way to compute the folds whose estimated peak fits in ``budget`` bytes.
+
+    In order: ``route`` (default :func:`choose_route`) as is; the Gram route streamed
+    with ``workers`` down to 1 folds at once; the kernel route likewise. A route given
+    by the caller is kept. ``budget`` None: no limit.
+
+    :raises ScoringError: when none fits.
+    """
+    if route not in (None, "gram", "kernel"):
+        raise ValueError(f"unknown route {route!r}")
+    chosen = route or choose_route(n, d, folds)
+    workers = max(1, workers)
+    counts = range(workers, 0, -1)
+    gram = [("gram", False, workers)] + [("gram", True, w) for w in counts]
+    kernel = [("kernel", False, w) for w in counts]
+    if route is not None:
+        options = gram if route == "gram" else kernel
+    else:
+        options = gram + kernel if chosen == "gram" else kernel + gram[1:]
+    for name, stream, w in options:
+        peak = peak_bytes(name, stream, n, d, folds, num_codes, w, itemsize)
+        if budget is None or peak <= budget:
+            return RidgePlan(name, w, stream, peak)
+    least = min(peak_bytes(name, stream, n, d, folds, num_codes, 1, itemsize)
+                for name, stream, _ in options)
+    raise ScoringError(
+        f"linear probe: the ridge solver needs at least {_size(least)} for "
+        f"{n} samples x {d} features but its memory budget is {_size(budget)} (half the "
+        "memory available by default); free memory, reduce the feature dimension, or use the "
+        "logistic solver (solver='logistic'), which needs memory O(N D) only.")
 
 
 def choose_route(n: int, d: int, folds: int) -> str:
@@ -130,7 +250,7 @@ class _Moments:
 
     count: int
     mean: torch.Tensor  # (D,)
-    scatter: torch.Tensor  # (D, D) sum of (x - mean)(x - mean)^T
+    scatter: torch.Tensor | None  # (D, D) sum of (x - mean)(x - mean)^T; None: dropped
     by_class: torch.Tensor  # (C, D) sums of x - mean per class
     class_count: torch.Tensor  # (C,)
     peak: torch.Tensor  # (D,) max |x|
@@ -160,9 +280,9 @@ def _inv_std(m2: torch.Tensor, n: int, peak: torch.Tensor, rtol: float) -> torch
     return torch.where(varying, 1.0 / torch.where(varying, std, 1.0), 0.0)
 
 
-def _gram_fold(k: int, parts: list[_Moments], scatter_sum: torch.Tensor, l2: float,
-               rtol: float) -> RidgeFit:
-    """Fold k's fit from the other folds' sums.
+def _gram_fold(k: int, parts: list[_Moments], scatter_sum: torch.Tensor, own: torch.Tensor,
+               l2: float, rtol: float) -> RidgeFit:
+    """Fold k's fit from the other folds' sums; ``own`` is fold k's scatter (overwritten).
 
     Pooled scatter of the training folds j (Chan et al.): sum_j S_j + sum_j n_j d_j d_j^T,
     d_j = mean_j - mu; per-class sums likewise: sum_j B_j + counts_j d_j.
@@ -174,7 +294,7 @@ def _gram_fold(k: int, parts: list[_Moments], scatter_sum: torch.Tensor, l2: flo
     mu = sum(p.count * p.mean for p in others) / n
     dev = torch.stack([p.mean - mu for p in others])  # (F - 1, D)
     counts = torch.tensor([float(p.count) for p in others], dtype=mu.dtype, device=mu.device)
-    a = torch.sub(scatter_sum, parts[k].scatter, out=parts[k].scatter)  # fold k's own only
+    a = torch.sub(scatter_sum, own, out=own)  # the other folds' scatters
     a.addmm_(dev.T * counts, dev)
     m2 = a.diagonal().clone()
     peak = torch.stack([p.peak for p in others]).amax(dim=0)
@@ -216,7 +336,7 @@ def _kernel_fold(x: torch.Tensor, codes: torch.Tensor, train: torch.Tensor, num_
 
 def ridge_folds(
     x: torch.Tensor, codes: torch.Tensor, fold: torch.Tensor, num_folds: int, l2: float, *,
-    rtol: float, workers: int = 1, route: str | None = None,
+    rtol: float, workers: int = 1, route: str | None = None, budget: float | None = None,
 ) -> list[tuple[RidgeFit, torch.Tensor, torch.Tensor]]:
     """Per fold: the ridge fit on the other folds, the held-out row indices, their logits.
 
@@ -225,24 +345,31 @@ def ridge_folds(
     :param fold: (N,) fold id of each row, 0..num_folds-1.
     :param rtol: a feature with training std <= rtol * max |x| there is constant.
     :param workers: folds computed at once, each on one torch thread (CPU); 1: in turn
-        on the caller's threads.
+        on the caller's threads. Fewer when memory is short (:func:`plan_ridge`).
     :param route: "gram" or "kernel"; by default :func:`choose_route`.
+    :param budget: bytes the folds may use (``math.inf``: no limit); by default
+        :func:`memory_budget`.
+    :raises ScoringError: when no way of computing the folds fits in the budget.
     """
+    n, d = x.shape
+    num_codes = int(codes.max()) + 1
+    if budget is None:
+        budget = memory_budget(x.device)
+    plan = plan_ridge(n, d, num_folds, num_codes, workers=workers, route=route, budget=budget,
+                      itemsize=x.element_size())
     if workers <= 1:
-        return _ridge_folds(x, codes, fold, num_folds, l2, rtol, None, route)
-    with torch_threads(1), ThreadPoolExecutor(workers, initializer=one_torch_thread) as pool:
-        return _ridge_folds(x, codes, fold, num_folds, l2, rtol, pool, route)
+        return _ridge_folds(x, codes, fold, num_folds, num_codes, l2, rtol, None, plan)
+    # One thread per fold even when memory leaves a single worker: the same values.
+    with torch_threads(1), ThreadPoolExecutor(plan.workers, initializer=one_torch_thread) as pool:
+        return _ridge_folds(x, codes, fold, num_folds, num_codes, l2, rtol, pool, plan)
 
 
 def _ridge_folds(
-    x: torch.Tensor, codes: torch.Tensor, fold: torch.Tensor, num_folds: int, l2: float,
-    rtol: float, pool: ThreadPoolExecutor | None, route: str | None,
+    x: torch.Tensor, codes: torch.Tensor, fold: torch.Tensor, num_folds: int, num_codes: int,
+    l2: float, rtol: float, pool: ThreadPoolExecutor | None, plan: RidgePlan,
 ) -> list[tuple[RidgeFit, torch.Tensor, torch.Tensor]]:
     import torch
 
-    n, d = x.shape
-    num_codes = int(codes.max()) + 1
-    route = route or choose_route(n, d, num_folds)
     tests = [(fold == k).nonzero().squeeze(1) for k in range(num_folds)]
 
     def run(task, items):
@@ -252,23 +379,37 @@ def _ridge_folds(
         rows = x[test]
         return torch.addmm(fit.bias, rows.sub_(fit.mean).mul_(fit.inv_std), fit.weight)
 
-    if route == "gram":
-        parts = run(lambda idx: _moments(x, codes, idx, num_codes), tests)
-        scatter_sum = parts[0].scatter.clone()
-        for p in parts[1:]:
-            scatter_sum += p.scatter  # in fold order: the same sum for any thread count
+    def moments(k: int) -> _Moments:
+        return _moments(x, codes, tests[k], num_codes)
+
+    if plan.route == "gram":
+        parts: list[_Moments] = []
+        scatter_sum = None
+        # at most plan.workers scatters at once when streamed; added in fold order, so
+        # the sum is the same for any thread count and either way
+        step = plan.workers if plan.stream else num_folds
+        for start in range(0, num_folds, step):
+            for p in run(moments, range(start, min(start + step, num_folds))):
+                if scatter_sum is None:
+                    scatter_sum = p.scatter if plan.stream else p.scatter.clone()
+                else:
+                    scatter_sum += p.scatter
+                if plan.stream:
+                    p.scatter = None
+                parts.append(p)
 
         def gram_task(k: int) -> tuple[RidgeFit, torch.Tensor]:
-            fit = _gram_fold(k, parts, scatter_sum, l2, rtol)
+            own = parts[k].scatter if parts[k].scatter is not None else moments(k).scatter
+            fit = _gram_fold(k, parts, scatter_sum, own, l2, rtol)
+            fit = replace(fit, plan=plan)
             return fit, predict(fit, tests[k])
 
         done = run(gram_task, range(num_folds))
-    elif route == "kernel":
+    else:
         def kernel_task(k: int) -> tuple[RidgeFit, torch.Tensor]:
             fit = _kernel_fold(x, codes, (fold != k).nonzero().squeeze(1), num_codes, l2, rtol)
+            fit = replace(fit, plan=plan)
             return fit, predict(fit, tests[k])
 
         done = run(kernel_task, range(num_folds))
-    else:
-        raise ValueError(f"unknown route {route!r}")
     return [(fit, test, logits) for (fit, logits), test in zip(done, tests, strict=True)]
