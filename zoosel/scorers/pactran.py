@@ -493,7 +493,7 @@ def register_scorers(register: Callable[[Scorer], None]) -> None:
             "fitted by L-BFGS, negated.",
             reference="Ding et al. 2022, ECCV, PACTran (arXiv 2203.05126)",
             cost="O(N D K) per L-BFGS iteration",
-            version="2",
+            version="3",
             raw="PACTran-Gauss bound (lower is better), negated",
         )
     )
