@@ -40,7 +40,7 @@ NOTES = (
     "less than 3e-7 (relative) over 4 steps with the gradient below 1e-4 of its start. "
     "zoosel now: the same, with H0's factor taken separately for the weights and for the "
     "biases (each block's own s^T y / y^T y; the biases carry no penalty), which cut the "
-    "steps by 1.4-2.5x, and each line-search trial one fused softmax and two reductions "
+    "steps by 1.2-2.3x, and each line-search trial one fused softmax and two reductions "
     "over the N x K logits; the bound is reported in float64. "
     "`rel. diff` is against zoosel's value, which was within 7e-7 (relative) of the bound "
     "at the exact minimum in all four cases (measured separately against float64 fits to "

@@ -29,18 +29,25 @@ b + c 1, which no gradient step ever moves) from theta = 0 by zoosel's own L-BFG
 (history 10), deterministic, no randomness, no seed. The logits u = z W + b are carried
 along, so a step costs two products with the features (z dW for the direction, z^T R for
 the gradient) and every trial of the line search (safeguarded 1-D Newton on the convex
-objective along the direction) only O(N K). The two products run in float32 (their
-rounding leaves the bound within ~1e-8 of a float64 fit; the reported bound is evaluated in
-float64). When the coordinates are principal axes (the row space when N < D, see below;
-the eigenvectors of xc^T xc when N >= D and D + 2 D^2 / N <= 10 K, where that is cheap),
-H0 is scaled per coordinate by the inverse curvature at the start,
+objective along the direction, one fused softmax per trial) only O(N K). The two products
+run in float32 (their rounding leaves the bound within ~1e-8 of a float64 fit; the reported
+bound is evaluated in float64). H0 = diag(gamma_w on the weights, gamma_b on the biases),
+each block's own secant factor s^T y / y^T y from the last pair: the biases carry no
+penalty and their curvature differs from the weights' by orders of magnitude near the
+minimum, and one factor for both (scorer version 2) took 1.2-2.3x more steps (2,500 x
+2,048 features, 100 classes: 83 and 147 instead of 42 and 63, clean and half the labels
+redrawn).
+When the coordinates are principal axes (the row space when N < D, see below; the
+eigenvectors of xc^T xc when N >= D and D + 2 D^2 / N <= 10 K, where that is cheap),
+H0 is also scaled per coordinate by the inverse curvature at the start,
 N / (lambda_j / K + 1). The fit stops when the bound, O(N K) per step from the logits,
 moved by less than 3e-7 (relative) over the last 4 steps while the largest gradient entry
 is below 1e-4 of its value at 0 (or it is below 1e-9 of it, or after 500 steps). A
 gradient rule alone does not bound the bound's error: the complexity term moves to first
 order with the head, so a gradient 1e-6 of its start still left it 3e-5 from its value at
-the minimum (500 x 2,048 features, 100 classes). Measured against float64 fits to a 1e-9
-gradient the rule stops within 7e-7 of it (tests: 5e-6 against an independent fit).
+the minimum (500 x 2,048 features, 100 classes). Measured against float64 fits to a 1e-13
+gradient the rule stops within 8e-7 of it (benchmarks/results/peers.md; tests: 5e-6
+against an independent fit).
 The literature's quantity is a bound on the generalisation error (lower is better):
 zoosel reports its negation (``raw`` says so).
 
@@ -54,7 +61,7 @@ the features. Not scale invariant (the prior variance is fixed).
 
 Direction: higher is better after negation.
 Cost: O(N D K) per L-BFGS iteration (one forward and one backward product, float32),
-typically 50 to 200 iterations; O(N^2 D + N^3) extra when N < D, O(N D^2 + D^3) when the
+typically 30 to 150 iterations; O(N^2 D + N^3) extra when N < D, O(N D^2 + D^3) when the
 principal axes are used.
 """
 
@@ -220,7 +227,7 @@ class _History:
         """H0's factors for the weights and for the biases: each block's own secant
         scaling s^T y / y^T diag(scaling) y from the last pair, the whole pair's where a
         block's is not positive. The biases carry no penalty and have a curvature of
-        their own: one factor for both made the fits two to three times longer."""
+        their own: one factor for both took up to 2.3x more steps."""
         import torch
 
         if not self.slots:
