@@ -42,7 +42,7 @@ eigenvectors of xc^T xc when N >= D and D + 2 D^2 / N <= 10 K, where that is che
 H0 is also scaled per coordinate by the inverse curvature at the start,
 N / (lambda_j / K + 1). The fit stops when the bound, O(N K) per step from the logits,
 moved by less than 3e-7 (relative) over the last 4 steps while the largest gradient entry
-is below 1e-4 of its value at 0 (or it is below 1e-9 of it, or after 500 steps). A
+is below 1e-4 of its value at 0 (or it is below 1e-10 of it, or after 500 steps). A
 gradient rule alone does not bound the bound's error: the complexity term moves to first
 order with the head, so a gradient 1e-6 of its start still left it 3e-5 from its value at
 the minimum (500 x 2,048 features, 100 classes). Measured against float64 fits to a 1e-13
@@ -92,7 +92,7 @@ HISTORY = 10
 STABLE_STEPS = 4  # the fit stops once the bound moved over the last this many steps ...
 BOUND_RTOL = 3e-7  # ... by less than this (relative) ...
 STABLE_GRAD = 1e-4  # ... with the gradient below this, relative to its start
-GRAD_FLOOR = 1e-9  # or once the gradient is below this, relative to its start
+GRAD_FLOOR = 1e-10 # or once the gradient is below this, relative to its start
 _LINE_SEARCH_TRIALS = 30
 _TINY = 1e-30
 _LOG_TINY = 69.0
