@@ -44,7 +44,7 @@ NOTES = (
     "over the N x K logits; the bound is reported in float64. "
     "`rel. diff` is against zoosel's value, which was within 7e-7 (relative) of the bound "
     "at the exact minimum in all four cases (measured separately against float64 fits to "
-    "a 1e-13 gradient: 5.0e-7, 2.1e-7, 5.6e-8, 6.6e-7; zoosel v2: 4.8e-7, 9.1e-8, 1.4e-7, "
+    "a 1e-13 gradient: 5.0e-7, 1.4e-7, 5.6e-8, 6.6e-7; zoosel v2: 4.8e-7, 9.1e-8, 1.4e-7, "
     "1.8e-7; zoosel 0.1: 3.0e-5 on the 5-shot case), so it also measures the reference's "
     "distance from the minimum. zoosel runs "
     "the fit on one thread whatever the caller's count: on these two cores, shared with "

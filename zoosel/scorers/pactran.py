@@ -35,7 +35,7 @@ bound is evaluated in float64). H0 = diag(gamma_w on the weights, gamma_b on the
 each block's own secant factor s^T y / y^T y from the last pair: the biases carry no
 penalty and their curvature differs from the weights' by orders of magnitude near the
 minimum, and one factor for both (scorer version 2) took 1.2-2.3x more steps (2,500 x
-2,048 features, 100 classes: 83 and 147 instead of 42 and 63, clean and half the labels
+2,048 features, 100 classes: 83 and 147 instead of 45 and 63, clean and half the labels
 redrawn).
 When the coordinates are principal axes (the row space when N < D, see below; the
 eigenvectors of xc^T xc when N >= D and D + 2 D^2 / N <= 10 K, where that is cheap),
@@ -92,7 +92,7 @@ HISTORY = 10
 STABLE_STEPS = 4  # the fit stops once the bound moved over the last this many steps ...
 BOUND_RTOL = 3e-7  # ... by less than this (relative) ...
 STABLE_GRAD = 1e-4  # ... with the gradient below this, relative to its start
-GRAD_FLOOR = 1e-10 # or once the gradient is below this, relative to its start
+GRAD_FLOOR = 1e-10  # or once the gradient is below this, relative to its start
 _LINE_SEARCH_TRIALS = 30
 _TINY = 1e-30
 _LOG_TINY = 69.0
