@@ -95,7 +95,6 @@ STABLE_GRAD = 1e-4  # ... with the gradient below this, relative to its start
 GRAD_FLOOR = 1e-10  # or once the gradient is below this, relative to its start
 _LINE_SEARCH_TRIALS = 30
 _TINY = 1e-30
-_LOG_TINY = 69.0
 _ROTATE_FACTOR = 10.0  # N >= D: the fit runs on the principal axes when D + 2 D^2 / N <= this K
 _RANK_RTOL = 1e-12
 
