@@ -33,7 +33,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-_BEFORE = "zoosel 0.1"  # zoosel's former implementation, where a module keeps one
+_FORMER = "zoosel "  # zoosel's former implementations ("zoosel 0.1"), where a module keeps them
 _GRAM = "one Gram"  # the yardstick, where a module times it: not a peer
 
 
@@ -132,7 +132,8 @@ def render(results: dict) -> str:
         "untimed warm-up. `fastest peer / zoosel` > 1 means zoosel is faster; "
         "`zoosel / one Gram` is zoosel's time over that of one float64 Gram matrix of the "
         "same features (F^T F, or F F^T when N < D), timed in the same run; "
-        f"`{_BEFORE}` is zoosel's former implementation, timed in the same run. "
+        "`zoosel 0.1` (or another `zoosel <version>`) is a former implementation of zoosel's, "
+        "timed in the same run. "
         "`rel. diff` is |peer - zoosel| / max(|peer|, |zoosel|).",
         "",
     ]
@@ -145,13 +146,12 @@ def render(results: dict) -> str:
                 if row["impl"] not in impls:
                     impls.append(row["impl"])
         peers = [i for i in impls if not i.startswith("zoosel") and i != _GRAM]
-        before = _BEFORE in impls
+        befores = [i for i in impls if i.startswith(_FORMER)]
         head = ["case", "N", "D", "C", "threads", "zoosel s", *[f"{i} s" for i in impls],
                 "fastest peer / zoosel"]
         if _GRAM in impls:
             head.append("zoosel / one Gram")
-        if before:
-            head.append(f"{_BEFORE} / zoosel")
+        head += [f"{i} / zoosel" for i in befores]
         head += ["zoosel value", "rel. diff", "notes"]
         lines += [f"## {entry['title']}", "",
                   f"Command: `{entry['command']}`", "",
@@ -170,9 +170,8 @@ def render(results: dict) -> str:
             if _GRAM in impls:
                 cells.append(f"{zoo['seconds'] / by[_GRAM]['seconds']:.1f}x"
                              if _GRAM in by else "-")
-            if before:
-                cells.append(f"{by[_BEFORE]['seconds'] / zoo['seconds']:.2f}x"
-                             if _BEFORE in by else "-")
+            cells += [f"{by[i]['seconds'] / zoo['seconds']:.2f}x" if i in by else "-"
+                      for i in befores]
             cells.append(f"{zoo['value']:.6g}")
             cells.append("; ".join(f"{i} {by[i]['rel_diff']:.1e}" for i in impls
                                    if i in by and "rel_diff" in by[i] and i != _GRAM))

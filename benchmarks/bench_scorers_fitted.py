@@ -15,13 +15,14 @@ Naive formulations (same results, straightforward code):
 * SFDA (and ETran's LDA term, NCTI): exact PCA with numpy's full ``eigh`` of the D x D
   covariance, within-class covariance summed class by class, the Fisher directions from
   ``eig(inv(S_w) S_b)`` (normalised to v^T S_w v = 1), posteriors one sample at a time.
-* PACTran: the same torch L-BFGS (same settings, same stopping rule), with logits and
-  gradient computed by a Python loop over the classes (one matrix-vector product per
-  class). At the large size it is timed on a few iterations and scaled to the fast fit's
-  iteration count.
+* PACTran: torch's L-BFGS (strong Wolfe, history 20, float64) on (W, b) until the
+  gradient is 1e-6 of its start, with logits and gradient computed by a Python loop over
+  the classes (one matrix-vector product per class). At the large size it is timed on a
+  few iterations and scaled to the fast fit's iteration count.
 
-Run: .venv/bin/python benchmarks/bench_scorers_fitted.py [--quick]
-Writes benchmarks/results/scorers_fitted.md.
+Run: .venv/bin/python benchmarks/bench_scorers_fitted.py [--quick] [--scores pactran,sfda]
+Writes benchmarks/results/scorers_fitted.md; a run limited by ``--scores`` replaces only
+those scores' rows there and records its own command, machine and load under the header.
 """
 
 from __future__ import annotations
@@ -243,7 +244,31 @@ def bench_size(n: int, d: int, c: int, args, rows: list[str]) -> None:
         print(text, flush=True)
         rows.append(text)
 
-    # NLEEP
+    if "nleep" in args.selected:
+        bench_nleep(f, y, args, row)
+    if "sfda" in args.selected:  # SFDA
+        t, sf = timed(lambda: sfda_fit(f, y))
+        tn, ref = timed(lambda: naive_sfda(fn, yn))
+        row("sfda", t, tn, "full run", f"{abs(sf.score - ref):.1e}",
+            f"d={sf.dim} ({sf.pca.method} PCA), score {sf.score:.6f}")
+    if "pactran" in args.selected:
+        bench_pactran(f, y, args, row, large)
+    if "etran" in args.selected:  # ETran
+        t, parts = timed(lambda: etran_components(f, y))
+        tn, ref = timed(lambda: naive_etran(fn, yn))
+        diff = max(abs(parts[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in parts)
+        row("etran", t, tn, "full run", f"{diff:.1e} rel.",
+            ", ".join(f"{k} {v:.4g}" for k, v in parts.items()))
+    if "ncti" in args.selected:  # NCTI
+        t, parts = timed(lambda: ncti_components(f, y))
+        tn, ref = timed(lambda: naive_ncti(fn, yn))
+        diff = max(abs(parts[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in parts)
+        row("ncti", t, tn, "full run", f"{diff:.1e} rel.",
+            ", ".join(f"{k} {v:.4g}" for k, v in parts.items()))
+
+
+def bench_nleep(f: torch.Tensor, y: torch.Tensor, args, row) -> None:
+    """NLEEP against the naive EM (timed on a few iterations, scaled)."""
     t, fit = timed(lambda: nleep_fit(f, y))
     mix = fit.mixture
     k = mix.weights.numel()
@@ -262,13 +287,9 @@ def bench_size(n: int, d: int, c: int, args, rows: list[str]) -> None:
         f"k={z.shape[1]} dims, K={k}, {mix.iterations} EM it. ({t_em:.1f}s of EM), "
         f"score {fit.score:.4f}")
 
-    # SFDA
-    t, sf = timed(lambda: sfda_fit(f, y))
-    tn, ref = timed(lambda: naive_sfda(fn, yn))
-    row("sfda", t, tn, "full run", f"{abs(sf.score - ref):.1e}",
-        f"d={sf.dim} ({sf.pca.method} PCA), score {sf.score:.6f}")
 
-    # PACTran
+def bench_pactran(f: torch.Tensor, y: torch.Tensor, args, row, large: bool) -> None:
+    """PACTran against the naive fit (timed on a few iterations and scaled when large)."""
     t, pf = timed(lambda: pactran_fit(f, y))
     if large:  # the same iterations, so time a few and scale
         tn, (_, used) = timed(lambda: naive_pactran(f, y, max_iter=args.naive_pactran_iters))
@@ -282,20 +303,6 @@ def bench_size(n: int, d: int, c: int, args, rows: list[str]) -> None:
     row("pactran", t, naive_total, basis, diff,
         f"{pf.iterations} L-BFGS it., bound {pf.bound:.6f}")
 
-    # ETran
-    t, parts = timed(lambda: etran_components(f, y))
-    tn, ref = timed(lambda: naive_etran(fn, yn))
-    diff = max(abs(parts[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in parts)
-    row("etran", t, tn, "full run", f"{diff:.1e} rel.",
-        ", ".join(f"{k} {v:.4g}" for k, v in parts.items()))
-
-    # NCTI
-    t, parts = timed(lambda: ncti_components(f, y))
-    tn, ref = timed(lambda: naive_ncti(fn, yn))
-    diff = max(abs(parts[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in parts)
-    row("ncti", t, tn, "full run", f"{diff:.1e} rel.",
-        ", ".join(f"{k} {v:.4g}" for k, v in parts.items()))
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -304,8 +311,13 @@ def main() -> None:
                         help="EM iterations the naive NLEEP is timed on")
     parser.add_argument("--naive-pactran-iters", type=int, default=4,
                         help="L-BFGS iterations the naive PACTran is timed on (large size)")
+    parser.add_argument("--scores", default="",
+                        help="comma-separated subset of " + ",".join(TARGETS) + " (default all)")
     parser.add_argument("--no-write", action="store_true", help="do not write the results file")
     args = parser.parse_args()
+    args.selected = [x.strip() for x in args.scores.split(",") if x.strip()] or list(TARGETS)
+    if not set(args.selected) <= set(TARGETS):
+        parser.error(f"unknown scores {sorted(set(args.selected) - set(TARGETS))}")
     sizes = [(2500, 2048, 100), (10000, 2048, 100)]
     if args.quick:
         sizes = [(500, 256, 20)]
@@ -318,7 +330,7 @@ def main() -> None:
         "# Scorer benchmark: NLEEP, SFDA, PACTran, ETran, NCTI",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_scorers_fitted.py"
-        f"{' --quick' if args.quick else ''}`",
+        f"{''.join(' ' + a for a in sys.argv[1:])}`",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} logical cores "
         f"(torch threads {torch.get_num_threads()}), torch {torch.__version__}, "
@@ -340,10 +352,29 @@ def main() -> None:
         *rows,
         "",
     ]
+    text = "\n".join(lines)
+    if args.scores and not args.quick and RESULTS.exists():
+        text = _merge(RESULTS.read_text(), rows, lines[2], lines[4], lines[6])
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text("\n".join(lines))
+        RESULTS.write_text(text)
         print(f"wrote {RESULTS}")
+
+
+def _merge(old: str, rows: list[str], command: str, machine: str, load: str) -> str:
+    """``old`` with the rows of the scores and sizes in ``rows`` replaced by them, and a
+    line under the header giving the command, machine and load of the partial run."""
+    fresh = {tuple(r.split(" | ")[:3]): r for r in rows}
+    kept = old.split("\n")
+    drop = {i for i, line in enumerate(kept) if line.startswith("Rows of ")}  # a former one
+    kept = [line for i, line in enumerate(kept) if i not in drop and i + 1 not in drop]
+    out = []
+    for line in kept:
+        out.append(fresh.pop(tuple(line.split(" | ")[:3]), line))
+        if line.startswith("Load average when started"):
+            names = sorted({r.split(" | ")[0].strip("| ") for r in rows})
+            out += ["", f"Rows of {', '.join(names)} re-run since: {command} {machine} {load}"]
+    return "\n".join(out[:-1] + list(fresh.values()) + out[-1:])
 
 
 if __name__ == "__main__":

@@ -44,3 +44,22 @@ def test_bench_peers_rejects_unknown_score(tmp_path: Path) -> None:
          "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
     assert proc.returncode != 0 and "unknown scores" in proc.stderr
+
+
+def test_bench_peers_render_gives_a_ratio_per_former_implementation() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_peers
+
+    rows = [{"impl": "zoosel", "seconds": 2.0, "value": 1.0},
+            {"impl": "reference", "seconds": 5.0, "value": 1.1, "rel_diff": 0.09},
+            {"impl": "zoosel 0.1", "seconds": 8.0, "value": 1.0, "rel_diff": 0.0},
+            {"impl": "zoosel v2", "seconds": 3.0, "value": 1.0, "rel_diff": 0.0}]
+    case = {"n": 10, "d": 4, "c": 2, "label": "tiny"}
+    results = {"scores": {"s": {"title": "S", "notes": "n", "command": "c", "machine": "m",
+                                "load": "0", "records": [{"case": case, "threads": 1,
+                                                          "rows": rows}]}}}
+    lines = bench_peers.render(results).split("\n")
+    head = next(line for line in lines if line.startswith("| case"))
+    assert "| zoosel 0.1 / zoosel | zoosel v2 / zoosel |" in head
+    row = next(line for line in lines if line.startswith("| tiny"))
+    assert "| 2.50x | 4.00x | 1.50x |" in row  # fastest peer, then each former one

@@ -551,6 +551,86 @@ def test_pactran_bound_matches_a_tight_independent_fit(n: int, d: int, noise: fl
     assert fit.bound == pytest.approx(bound, rel=5e-6)
 
 
+def test_pactran_imbalanced_classes_match_a_tight_independent_fit() -> None:
+    """Strongly imbalanced classes (biases far from 0 at the minimum: the block whose L-BFGS
+    scaling is its own) on the centred features as they are (200 x 60: D + 2 D^2 / N > 10
+    K), against scipy's fit to a 1e-13 gradient."""
+    rng = np.random.default_rng(21)
+    n, d, k = 200, 60, 4
+    y = _labels(rng, n, [12, 4, 1, 1])
+    f = _informative(rng, y, d, sep=0.8) + 2.0
+    fit = pactran_fit(_t(f), _t(y))
+    assert fit.z.shape == (n, d)
+    x = f - f.mean(axis=0)
+    w, b = _scipy_head(x, y, k, float(n))
+    assert float(np.abs(b).max()) > 0.5  # the biases do move
+    logits = x @ w + b
+    p = softmax(logits, axis=1)
+    risk = -np.log(p[np.arange(n), y]).mean()
+    trace = (((x * x).sum(1) + 1) * (p * (1 - p)).sum(1)).sum() / n
+    lam = n * d / 100.0
+    bound = risk + (w * w).sum() / (2 * n) + d * k / (2 * lam) * math.log1p(n * trace / (d * k))
+    assert fit.bound == pytest.approx(bound, rel=5e-6)
+
+
+def test_pactran_lbfgs_direction_matches_dense_bfgs() -> None:
+    """The two-loop direction with H0 = diag(scaling) times one factor on the weights and
+    another on the biases equals -H g from dense BFGS updates of that H0; a block whose
+    s^T y is not positive falls back to the whole pair's factor."""
+    rng = np.random.default_rng(22)
+    size, k = 9, 3
+    history = pactran_mod._History(size, k, torch.device("cpu"))
+    scaling = torch.from_numpy(rng.uniform(0.5, 2.0, size)).float()
+    a = rng.normal(size=(size, size))
+    hess = a @ a.T + np.eye(size)  # pairs from a convex quadratic: s^T y > 0
+    pairs = []
+    for _ in range(4):
+        s = rng.normal(size=size)
+        yv = hess @ s
+        history.push(torch.from_numpy(s), torch.from_numpy(yv), float(s @ yv))
+        pairs.append((s.astype(np.float32).astype(np.float64),
+                      yv.astype(np.float32).astype(np.float64)))
+    g = rng.normal(size=size)
+    d = history.direction(torch.from_numpy(g), scaling).double().numpy()
+
+    s_last, y_last = pairs[-1]
+    sc = scaling.double().numpy()
+    gw = s_last[:-k] @ y_last[:-k] / (y_last[:-k] @ (sc[:-k] * y_last[:-k]))
+    gb = s_last[-k:] @ y_last[-k:] / (y_last[-k:] @ (sc[-k:] * y_last[-k:]))
+    assert min(gw, gb) > 0
+    h = np.diag(sc * np.r_[np.full(size - k, gw), np.full(k, gb)])
+    eye = np.eye(size)
+    for s, yv in pairs:
+        rho = 1.0 / (s @ yv)
+        h = (eye - rho * np.outer(s, yv)) @ h @ (eye - rho * np.outer(yv, s)) + rho * np.outer(
+            s, s)
+    np.testing.assert_allclose(d, -h @ g, rtol=1e-4, atol=1e-5 * np.abs(h @ g).max())
+
+    # the biases' s^T y negative: one factor, s^T y / y^T diag(scaling) y of the whole pair
+    s = np.r_[np.ones(size - k), 1.0, -1.0, 0.5]
+    yv = np.r_[np.full(size - k, 2.0), -1.0, 1.0, 0.0]
+    history.push(torch.from_numpy(s), torch.from_numpy(yv), float(s @ yv))
+    whole = (s @ yv) / (yv @ (sc * yv))
+    assert history._gammas(scaling) == pytest.approx((whole, whole), rel=1e-6)
+
+
+def test_pactran_objective_with_an_own_class_probability_of_zero() -> None:
+    """The line search's objective from the fused softmax equals the log-sum-exp form, also
+    where a sample's own-class probability underflows to 0 (its logit 800 below the top)."""
+    n, k = 5, 3
+    rng = np.random.default_rng(23)
+    z = _t(rng.normal(size=(n, 4)))
+    y = torch.tensor([0, 1, 2, 0, 1])
+    head = pactran_mod._Head(z, y, k, reg=7.0)
+    u = rng.normal(size=(n, k)) * 3.0
+    for logits in (u, u + np.where(np.arange(n * k).reshape(n, k) == 1, 800.0, 0.0)):
+        value, p = head.at(_t(logits), ww=2.5)
+        expected = float(np.mean(logsumexp(logits, axis=1) - logits[np.arange(n), y.numpy()]))
+        assert value == pytest.approx(expected + 2.5 / (2 * 7.0), rel=1e-12)
+        np.testing.assert_allclose(p.numpy(), softmax(logits, axis=1), rtol=1e-12, atol=1e-300)
+    assert float(torch.softmax(_t(logits), dim=1)[0, 0]) == 0.0  # the fallback was taken
+
+
 def test_pactran_row_space_fit_equals_full_fit() -> None:
     rng = np.random.default_rng(6)
     n, d = 15, 40  # N < D: fitted on the 14-dimensional row space
