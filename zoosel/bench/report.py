@@ -423,7 +423,9 @@ def _combination_section(res: Mapping[str, Any]) -> list[str]:
         f"Fit on every task: `{fit['fit_all']}` (single score: `{fit['single_fit_all']}`); "
         f"shipped default (`zoosel.scorers.consensus`): `{fit['shipped']}`"
         + ("" if fit.get("shipped_matches_fit") else
-           " -- **differs from the fit: update the shipped constants**") + ".",
+           " -- **differs from this build's fit**: compare the rows `consensus` (shipped) and "
+           "`loto:consensus` (this fit, held out) below, and `zoosel bench fit` over every "
+           "build, before changing the constants") + ".",
         "",
         *_table(["Held-out task", "Combination chosen on the others", "Single score chosen"],
                 [[t, f"`{fit['picks'][t]}`", f"`{fit['single_picks'][t]}`"]
