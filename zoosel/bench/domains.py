@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 from zoosel.errors import UnknownNameError
 
 __all__ = [
+    "EXTRA_TARGET_TASKS",
     "MORE_TARGET_TASKS",
     "SOURCE_DOMAINS",
     "TARGET_TASKS",
@@ -1153,6 +1154,1092 @@ def _render_cells(label: int, rng: np.random.Generator, size: int) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------
+# Extra near targets: windowed patterns, blob counts, dot-lattice shapes
+# ---------------------------------------------------------------------------------------------
+
+_WINDOWS = ("rings", "spokes", "plaid", "checker", "spiral", "dot_lattice", "hatch", "bullseye_cut")
+
+
+def _render_window(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    kind = _WINDOWS[label]
+    yy, xx = _grid(size)
+    c = rng.uniform(-0.15, 0.15, 2)
+    y, x = yy - c[0], xx - c[1]
+    a = rng.uniform(0, _TAU)
+    u, v = np.cos(a) * x + np.sin(a) * y, -np.sin(a) * x + np.cos(a) * y
+    r, th = np.hypot(x, y), np.arctan2(y, x)
+    f = rng.uniform(2.5, 4.0) * np.pi  # radians per unit
+    ph = rng.uniform(0, _TAU)
+    if kind == "rings":
+        s = np.sin(f * r + ph)
+    elif kind == "spokes":
+        s = np.sin(int(rng.integers(5, 9)) * th + ph)
+    elif kind == "plaid":
+        s = 0.5 * (np.sin(f * u + ph) + np.sin(f * v))
+    elif kind == "checker":
+        s = np.sign(np.sin(f * u + ph) * np.sin(f * v))
+    elif kind == "spiral":
+        s = np.sin(f * r + 3 * th + ph)
+    elif kind == "dot_lattice":
+        s = np.cos(f * u + ph) * np.cos(f * v) - 0.5
+    elif kind == "hatch":
+        s = np.maximum(np.sin(f * u + ph), np.sin(f * (0.5 * u + 0.87 * v)))
+    else:  # rings cut by one straight grating
+        s = np.where(u > 0, np.sin(f * r + ph), np.sin(f * v))
+    s = np.tanh(rng.uniform(1.0, 4.0) * s)
+    bg, fg = _pair(rng, 0.4)
+    mid = 0.5 * (bg + fg)
+    img = mid + 0.5 * s[..., None] * (fg - bg)
+    rad = rng.uniform(0.55, 0.85)
+    outside = _background(rng, size, _tint(rng, rng.uniform(0, 1)))
+    img = np.where((r < rad)[..., None], img, outside)
+    return _finish(img.astype(np.float32), rng)
+
+
+def _render_blob_count(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    n = label + 1
+    yy, xx = _grid(size)
+    bg = _tint(rng, rng.uniform(0.05, 0.5))
+    img = _background(rng, size, bg).copy()
+    pts = _scatter(rng, n, cells=4, extent=0.85)
+    for p in pts:
+        s = rng.uniform(0.1, 0.18)
+        w = np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2) / (2 * s * s))[..., None]
+        img = img + w * (_tint(rng, rng.uniform(0.6, 1.0)) - bg)
+    return _finish(np.clip(img, 0.0, 1.0).astype(np.float32), rng)
+
+
+_T_HEART = np.linspace(0, _TAU, 40)
+_HEART = np.stack([np.sin(_T_HEART) ** 3, -(13 * np.cos(_T_HEART) - 5 * np.cos(2 * _T_HEART)
+                   - 2 * np.cos(3 * _T_HEART) - np.cos(4 * _T_HEART)) / 16], axis=1)  # fmt: skip
+
+
+_HALF = _regular(24, 1.0, -np.pi / 2)[:13]  # the right half of a circle
+_DOT_SHAPES: dict[str, np.ndarray] = {
+    "heart": _HEART,
+    "arrow": (_ARROW, None),
+    "half_disc": (_HALF_DISC, None),
+}
+_OUTLINE_SHAPES: dict[str, np.ndarray] = {
+    "pentagon": _regular(5),
+    "rhombus": _regular(4) * [0.55, 1.0],
+    "ellipse": _CIRCLE * [1.0, 0.5],
+    "star6": _star(6, 0.55),
+    "l_shape": _L_SHAPE,
+    "t_shape": _T_SHAPE,
+    "trapezoid": _TRAPEZOID,
+    "heart": _HEART,
+}
+
+
+def _render_filled_shape(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    outer, hole = list(_FILLED_SHAPES.values())[label]
+    bg, fg = _pair(rng)
+    back = _background(rng, size, bg)
+    cv = _Canvas(back)
+    cv.clutter(rng, bg)
+    warp = _affine(rng, rot=40.0, scale=(0.4, 0.75), shift=0.25, shear=0.2)
+    if rng.random() < 0.3:  # a small distractor disc in the foreground colour
+        cv.disc(rng.uniform(-0.9, 0.9, 2), rng.uniform(0.05, 0.12), fg)
+    cv.polygon(warp(outer), fg)
+    if hole is not None:
+        cv.polygon(warp(hole), back[size // 2, size // 2])
+    return _finish(cv.result(), rng)
+
+
+def _render_outline_shape(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    outer = list(_OUTLINE_SHAPES.values())[label]
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg)
+    warp = _affine(rng, rot=40.0, scale=(0.45, 0.8), shift=0.25, shear=0.2)
+    cv.outline(warp(outer), fg, rng.uniform(0.07, 0.17))
+    return _finish(cv.result(), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenes: two or three small objects in a spatial relation
+# ---------------------------------------------------------------------------------------------
+
+_OBJ = {"circle": _regular(24), "square": _regular(4, phase=np.pi / 4) * 1.25,
+        "triangle": _regular(3) * 1.2 + [0, 0.2]}  # fmt: skip
+_SCENES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("circle_left_of_square", ("circle", "square"), "h"),
+    ("square_left_of_circle", ("square", "circle"), "h"),
+    ("circle_above_square", ("circle", "square"), "v"),
+    ("square_above_circle", ("square", "circle"), "v"),
+    ("triangle_left_of_circle", ("triangle", "circle"), "h"),
+    ("circle_left_of_triangle", ("circle", "triangle"), "h"),
+    ("triangle_above_square", ("triangle", "square"), "v"),
+    ("square_above_triangle", ("square", "triangle"), "v"),
+    ("three_in_a_row", ("circle", "square", "triangle"), "row"),
+    ("circle_inside_square", ("square", "circle"), "in"),
+)
+
+
+def _render_scene(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    _, objs, rel = _SCENES[label]
+    bg, _ = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg)
+    r = rng.uniform(0.22, 0.32)
+    centre = rng.uniform(-0.15, 0.15, 2)
+    if rel == "in":
+        offsets, radii = np.zeros((2, 2)), np.array([r * 1.8, r * 0.85])
+    elif rel == "row":
+        objs = tuple(rng.permutation(objs))
+        d = rng.uniform(2.1, 2.6) * r
+        offsets = np.array([[-d, 0.0], [0.0, 0.0], [d, 0.0]]) + rng.normal(0, 0.05, (3, 2))
+        radii = np.full(3, r * 0.9)
+        if rng.random() < 0.5:
+            offsets = offsets[:, ::-1]
+    else:
+        d = rng.uniform(2.3, 3.4) * r / 2
+        e = rng.uniform(-0.5, 0.5) * r
+        offsets = np.array([[-d, -e], [d, e]])
+        if rel == "v":
+            offsets = offsets[:, ::-1]
+        radii = r * rng.uniform(0.8, 1.15, 2)
+    centre = np.clip(centre, -0.95 + np.abs(offsets).max() + r, 0.95 - np.abs(offsets).max() - r)
+    for name, off, rad in zip(objs, offsets, radii, strict=True):
+        a = rng.uniform(-0.5, 0.5)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        bg_l = float(bg @ _LUMA)
+        fg = _tint(rng, bg_l + rng.uniform(0.3, 0.6) * (1 if bg_l < 0.5 else -1))
+        cv.polygon(_OBJ[name] @ rot.T * rad + centre + off, fg)
+    return _finish(cv.result(), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Textures: gratings (source) and oriented band-pass noise (target)
+# ---------------------------------------------------------------------------------------------
+
+_GRATINGS = tuple((o, f) for f in (2.5, 5.0) for o in (0.0, 36.0, 72.0, 108.0, 144.0))
+
+
+def _two_tone(rng: np.random.Generator, t: np.ndarray, gap: float = 0.25) -> np.ndarray:
+    """Map a [0, 1] field to a random two-colour ramp."""
+    bg, fg = _pair(rng, gap)
+    return bg + t[..., None] * (fg - bg)
+
+
+def _render_grating(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    orient, freq = _GRATINGS[label]
+    yy, xx = _grid(size)
+    a = np.deg2rad(orient + rng.uniform(-10.0, 10.0))
+    f = freq * rng.uniform(0.8, 1.25) / 2.0  # cycles per unit length (image spans 2 units)
+    # The phase is only partly random, so that raw pixels keep some class signal.
+    phase = _TAU * f * (np.cos(a) * xx + np.sin(a) * yy) + rng.uniform(-0.6, 0.6) * np.pi
+    wave = rng.integers(3)
+    s = np.sin(phase)
+    if wave == 1:
+        s = np.tanh(4.0 * s)  # near-square wave
+    elif wave == 2:
+        s = 2.0 / np.pi * np.arcsin(s)  # triangle wave
+    if rng.random() < 0.5:  # a weak distractor grating in another direction
+        b = rng.uniform(0, _TAU)
+        s = s + rng.uniform(0.15, 0.4) * np.sin(
+            _TAU * rng.uniform(1.0, 3.0) * (np.cos(b) * xx + np.sin(b) * yy) + rng.uniform(0, 7)
+        )
+    env = 1.0 + rng.uniform(0.0, 0.6) * _smooth_noise(rng, size, 3, 1)[..., 0]
+    t = np.clip(0.5 + 0.5 * s * env * rng.uniform(0.5, 1.0), 0.0, 1.0)
+    return _finish(_two_tone(rng, t), rng)
+
+
+@lru_cache(maxsize=16)
+def _freqs(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Radial frequency (cycles per image) and angle of an FFT grid."""
+    f = np.fft.fftfreq(size) * size
+    fy, fx = np.meshgrid(f, f, indexing="ij")
+    return np.hypot(fx, fy), np.arctan2(fy, fx)
+
+
+_NOISE_ORIENTATIONS = tuple(11.25 + 22.5 * k for k in range(8))
+
+
+def _normalised(field_: np.ndarray) -> np.ndarray:
+    field_ = field_ - field_.mean()
+    return field_ / (field_.std() + 1e-8)
+
+
+def _render_oriented_noise(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    orient = _NOISE_ORIENTATIONS[label]
+    rad, ang = _freqs(size)
+    f0 = rng.uniform(3.0, 9.0) * size / 32.0  # the centre frequency is a nuisance here
+    # The spatial orientation of a grating is the angle of its frequency vector.
+    th = np.deg2rad(orient + rng.uniform(-10.0, 10.0))
+    aw = rng.uniform(0.25, 0.45)
+    filt = np.exp(-0.5 * (np.log((rad + 1e-6) / f0) / 0.3) ** 2) * np.exp(
+        -0.5 * (np.sin(ang - th) / aw) ** 2
+    )
+    noise = rng.normal(size=(size, size))
+    field_ = np.real(np.fft.ifft2(np.fft.fft2(noise) * filt))
+    t = 1.0 / (1.0 + np.exp(-rng.uniform(1.0, 2.5) * _normalised(field_)))
+    return _finish(_two_tone(rng, t.astype(np.float32)), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour blobs: class = palette of soft blobs (palettes overlap)
+# ---------------------------------------------------------------------------------------------
+
+_PALETTES: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("ember", (0, 30, 55)),
+    ("rose", (0, 30, 320)),
+    ("meadow", (55, 120, 170)),
+    ("lagoon", (120, 170, 220)),
+    ("dusk", (220, 275, 320)),
+    ("berry", (0, 275, 320)),
+    ("autumn", (30, 55, 120)),
+    ("glacier", (170, 220, 275)),
+    ("primary", (0, 120, 220)),
+    ("opal", (55, 170, 275)),
+)
+
+
+def _render_blobs(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    hues = np.array(_PALETTES[label][1], dtype=np.float32)
+    yy, xx = _grid(size)
+    bg = _background(rng, size, _tint(rng, rng.uniform(0.05, 0.95), (0.0, 0.3)))
+    k = int(rng.integers(4, 8))
+    h = rng.choice(hues, k) + rng.normal(0.0, 8.0, k)
+    if rng.random() < 0.25:  # one off-palette blob
+        h[0] = rng.uniform(0, 360)
+    cols = _hsv(h % 360.0, rng.uniform(0.35, 1.0, k), rng.uniform(0.4, 1.0, k))
+    centres = rng.uniform(-0.9, 0.9, (k, 2))
+    sig = rng.uniform(0.12, 0.45, k)
+    d2 = (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
+    alpha = rng.uniform(0.6, 1.0, k)[:, None, None] * np.exp(-0.5 * d2 / sig[:, None, None] ** 2)
+    img = bg
+    for j in range(k):
+        img = img + alpha[j, ..., None] * (cols[j] - img)
+    return _finish(img.astype(np.float32), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Curves: line structures
+# ---------------------------------------------------------------------------------------------
+
+_CURVES = ("parallel", "crossing", "grid", "zigzag", "spiral", "concentric", "wave", "radial",
+           "arc", "figure_eight")  # fmt: skip
+
+
+def _curve_strokes(kind: str, rng: np.random.Generator) -> list[np.ndarray]:
+    if kind == "parallel":
+        n = int(rng.integers(3, 5))
+        gap = rng.uniform(0.3, 0.5)
+        ys = (np.arange(n) - (n - 1) / 2) * gap
+        return [np.array([[-0.9, y], [0.9, y]]) for y in ys]
+    if kind == "crossing":
+        a = rng.uniform(50, 130) * np.pi / 180
+        d = np.array([np.cos(a), np.sin(a)])
+        return [np.array([[-0.9, 0.0], [0.9, 0.0]]), np.stack([-0.9 * d, 0.9 * d])]
+    if kind == "grid":
+        g = rng.uniform(0.25, 0.45)
+        return [np.array([[-0.9, s * g], [0.9, s * g]]) for s in (-1, 1)] + [
+            np.array([[s * g, -0.9], [s * g, 0.9]]) for s in (-1, 1)
+        ]
+    if kind == "zigzag":
+        n = int(rng.integers(5, 8))
+        x = np.linspace(-0.9, 0.9, n)
+        return [np.stack([x, np.where(np.arange(n) % 2 == 0, -0.3, 0.3)], axis=1)]
+    if kind == "spiral":
+        t = np.linspace(0.0, rng.uniform(3.0, 4.5) * np.pi, 60)
+        r = 0.9 * t / t[-1]
+        return [np.stack([r * np.cos(t), r * np.sin(t)], axis=1)]
+    if kind == "concentric":
+        return [_regular(28, r) for r in (0.3, 0.6, 0.9)[: int(rng.integers(2, 4))]]
+    if kind == "wave":
+        x = np.linspace(-0.9, 0.9, 36)
+        return [np.stack([x, 0.35 * np.sin(_TAU * rng.uniform(1.2, 2.2) * x / 1.8)], axis=1)]
+    if kind == "radial":
+        n = int(rng.integers(5, 9))
+        return [np.stack([np.zeros(2), e]) for e in _regular(n, 0.9, rng.uniform(0, 1))]
+    if kind == "arc":
+        a0 = rng.uniform(0, _TAU)
+        t = a0 + np.linspace(0, rng.uniform(0.6, 1.3) * np.pi, 24)
+        return [np.stack([0.8 * np.cos(t), 0.8 * np.sin(t)], axis=1) + [0, 0.3]]
+    t = np.linspace(0, _TAU, 48)
+    return [np.stack([0.9 * np.sin(t), 0.9 * np.sin(t) * np.cos(t)], axis=1)]
+
+
+def _render_curves(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg)
+    warp = _affine(rng, rot=30.0, scale=(0.6, 1.0), shift=0.15, shear=0.15)
+    width = rng.uniform(0.06, 0.18)
+    for s in _curve_strokes(_CURVES[label], rng):
+        cv.line(warp(s + rng.normal(0.0, 0.03, s.shape)), fg, width)
+    return _finish(cv.result(), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dots: class = count or arrangement of dots; markers: count of another kind of mark
+# ---------------------------------------------------------------------------------------------
+
+_DOTS = ("one", "two", "three", "four", "five", "row_of_four", "ring_of_six", "grid_of_nine",
+         "triangle_of_three", "cluster")  # fmt: skip
+
+
+def _scatter(rng: np.random.Generator, n: int, cells: int = 4, extent: float = 0.8) -> np.ndarray:
+    """``n`` points, at most one per cell of a jittered cells x cells grid."""
+    idx = rng.choice(cells * cells, n, replace=False)
+    cell = 2.0 * extent / cells
+    pos = np.stack([idx % cells, idx // cells], axis=1) + rng.uniform(0.2, 0.8, (n, 2))
+    return pos * cell - extent
+
+
+def _render_dots(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=0.4)
+    r = rng.uniform(0.07, 0.15)
+    kind = _DOTS[label]
+    if label < 5:
+        pts = _scatter(rng, label + 1)
+    else:
+        if kind == "row_of_four":
+            pts = np.stack([np.linspace(-0.75, 0.75, 4), np.zeros(4)], axis=1)
+        elif kind == "ring_of_six":
+            pts = _regular(6, 0.7, rng.uniform(0, 1))
+        elif kind == "grid_of_nine":
+            g = np.linspace(-0.6, 0.6, 3)
+            pts = np.stack(np.meshgrid(g, g), axis=-1).reshape(-1, 2)
+            r *= 0.8
+        elif kind == "triangle_of_three":
+            pts = _regular(3, 0.75)
+        else:
+            pts = rng.normal(0.0, 0.25, (int(rng.integers(7, 11)), 2))
+            r *= 0.6
+        pts = _affine(rng, rot=180.0, scale=(0.6, 1.1), shift=0.2, shear=0.1)(pts)
+    for p in pts:
+        cv.disc(p, r * rng.uniform(0.85, 1.15), fg)
+    return _finish(cv.result(), rng)
+
+
+_MARK_COUNTS = (1, 2, 3, 4, 5, 6, 8, 10)
+_MARKERS = tuple(f"{n}_marks" for n in _MARK_COUNTS)
+
+
+def _render_markers(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    bg, fg = _pair(rng)
+    cv = _Canvas(np.broadcast_to(bg, (size, size, 3)))  # plain ground: counting is hard enough
+    kind = rng.integers(3)
+    r = rng.uniform(0.09, 0.12)
+    for p in _scatter(rng, _MARK_COUNTS[label], cells=4, extent=0.85):
+        a = rng.uniform(0, np.pi)
+        if kind == 0:  # square
+            cv.polygon(_regular(4, r * 1.3, a) + p, fg)
+        elif kind == 1:  # plus sign
+            cv.polygon(_cross(0.3) @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+                       * r * 1.3 + p, fg)  # fmt: skip
+        else:  # triangle
+            cv.polygon(_regular(3, r * 1.6, a) + p, fg)
+    return _finish(cv.result(), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Symmetry: a random motif drawn in a fundamental region, completed by the class's group
+# ---------------------------------------------------------------------------------------------
+
+_SYMMETRY = ("none", "mirror_vertical", "mirror_horizontal", "mirror_both", "rotation_2",
+             "rotation_4", "dihedral_4", "mirror_diagonal", "translation", "glide")  # fmt: skip
+
+
+def _motif(rng: np.random.Generator, h: int, w: int, palette: np.ndarray) -> np.ndarray:
+    """A random motif on an (h, w) region: a few shapes biased towards its centre."""
+    img = Image.new("RGB", (2 * w, 2 * h), _rgb(palette[0]))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(3, 6))):
+        col = _rgb(palette[int(rng.integers(1, len(palette)))])
+        cx, cy = np.clip(rng.normal(0.5, 0.25, 2), 0.0, 1.0) * [2 * w, 2 * h]
+        rx, ry = rng.uniform(0.08, 0.35, 2) * [2 * w, 2 * h]
+        kind = rng.integers(3)
+        if kind == 0:
+            draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=col)
+        elif kind == 1:
+            draw.line([cx - rx, cy - ry, cx + rx, cy + ry], fill=col, width=int(1 + h / 8))
+        else:
+            draw.polygon([cx - rx, cy + ry, cx + rx, cy + ry, cx, cy - ry], fill=col)
+    return np.asarray(img.reduce(2), dtype=np.float32) * (1.0 / 255.0)
+
+
+def _render_symmetry(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    kind = _SYMMETRY[label]
+    n = size + size % 2
+    h = n // 2
+    base = _tint(rng, rng.uniform(0.0, 1.0))
+    palette = np.stack([base] + [_tint(rng, rng.uniform(0, 1)) for _ in range(3)])
+    if kind in ("none", "mirror_diagonal"):
+        img = _motif(rng, n, n, palette)
+        if kind == "mirror_diagonal":
+            op = np.maximum if rng.random() < 0.5 else np.minimum
+            img = op(img, img.transpose(1, 0, 2))
+    elif kind in ("mirror_vertical", "rotation_2", "glide"):
+        left = _motif(rng, n, h, palette)
+        right = {"mirror_vertical": left[:, ::-1], "rotation_2": left[::-1, ::-1],
+                 "glide": left[::-1]}[kind]  # fmt: skip
+        img = np.concatenate([left, right], axis=1)
+    elif kind == "mirror_horizontal":
+        top = _motif(rng, h, n, palette)
+        img = np.concatenate([top, top[::-1]], axis=0)
+    else:
+        q = _motif(rng, h, h, palette)
+        if kind == "dihedral_4":
+            q = np.maximum(q, q.transpose(1, 0, 2))
+        if kind == "rotation_4":
+            tr, bl, br = np.rot90(q, -1), np.rot90(q, 1), np.rot90(q, 2)
+        elif kind == "translation":
+            tr = bl = br = q
+        else:
+            tr, bl, br = q[:, ::-1], q[::-1], q[::-1, ::-1]
+        img = np.concatenate([np.concatenate([q, tr], 1), np.concatenate([bl, br], 1)], 0)
+    img = np.roll(img, tuple(rng.integers(-2, 3, 2)), axis=(0, 1))[:size, :size]
+    return _finish(img, rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Far targets: spectral noise, cellular automata, pixel-art sprites, woven plaids
+# ---------------------------------------------------------------------------------------------
+
+_SLOPES = tuple(0.5 * k for k in range(8))
+
+
+def _colour_map(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    """Map a [0, 1] field through a random three-colour ramp."""
+    stops = np.stack([_tint(rng, lu) for lu in sorted(rng.uniform(0, 1, 3))])
+    if rng.random() < 0.3:
+        stops = stops[::-1]
+    t2 = t[..., None] * 2.0
+    lo = np.clip(t2, 0.0, 1.0)
+    hi = np.clip(t2 - 1.0, 0.0, 1.0)
+    return stops[0] + lo * (stops[1] - stops[0]) + hi * (stops[2] - stops[1])
+
+
+def _render_spectral(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    beta = _SLOPES[label] + rng.uniform(-0.15, 0.15)
+    rad, _ = _freqs(size)
+    amp = np.where(rad > 0, np.maximum(rad, 1.0) ** -beta, 0.0)
+    noise = rng.normal(size=(size, size))
+    field_ = np.real(np.fft.ifft2(np.fft.fft2(noise) * amp))
+    t = 1.0 / (1.0 + np.exp(-rng.uniform(1.0, 2.0) * _normalised(field_)))
+    return _finish(_colour_map(rng, t.astype(np.float32)), rng)
+
+
+_RULES = (30, 45, 73, 90, 110, 150, 184, 232)
+
+
+def _render_automaton(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    rule = np.array([(_RULES[label] >> k) & 1 for k in range(8)], dtype=np.uint8)
+    cell = int(rng.integers(1, 3)) * max(1, size // 32)
+    n = -(-size // cell)
+    row = (rng.random(n) < rng.uniform(0.15, 0.85)).astype(np.uint8)
+    grid = np.empty((n, n), dtype=np.uint8)
+    ext = np.empty(n + 2, dtype=np.uint8)  # the row with wrap-around neighbours
+    burn_in = int(rng.integers(0, 8))
+    for step in range(n + burn_in):
+        ext[1:-1] = row
+        ext[0], ext[-1] = row[-1], row[0]
+        row = rule[(ext[:-2] << 2) | (ext[1:-1] << 1) | ext[2:]]
+        if step >= burn_in:
+            grid[step - burn_in] = row
+    if rng.random() < 0.5:
+        grid = grid[:, ::-1]
+    if rng.random() < 0.5:
+        grid = grid.T
+    t = grid.repeat(cell, 0).repeat(cell, 1)[:size, :size].astype(np.float32)
+    bg, fg = _pair(rng)
+    img = _background(rng, size, bg)
+    img = img + t[..., None] * (fg - img)
+    return _finish(img, rng)
+
+
+_SPRITES: dict[str, tuple[str, ...]] = {
+    "invader": ("1......1", "..1..1..", "..1111..", ".121121.", "11111111", "1.1111.1",
+                "1.1..1.1", "..1..1.."),
+    "ghost": ("..1111..", ".111111.", "12211221", "12211221", "11111111", "11111111",
+              "11111111", "1.11.11."),
+    "mushroom": ("..1111..", ".112211.", "11222211", "11111111", "..2222..", "..2112..",
+                 "..2222..", "...22..."),
+    "sword": (".......1", "......12", ".....12.", "....12..", "1..12...", ".112....",
+              ".21.....", "2..1...."),
+    "key": (".111....", "1...1...", "1...1...", ".111....", "..1.....", "..11....",
+            "..1.....", "..11...."),
+    "house": ("...11...", "..1111..", ".111111.", "11111111", ".122221.", ".12..21.",
+              ".12..21.", ".111111."),
+    "tree": ("...11...", "..1111..", ".111111.", "..1111..", ".111111.", "11111111",
+             "...22...", "...22..."),
+    "cup": ("........", "1111111.", "12222121", "12222121", "1222211.", ".1111...",
+            "..11....", "111111.."),
+}  # fmt: skip
+_SPRITE_MAPS = {k: np.array([[".12".index(ch) for ch in r] for r in v], dtype=np.int64)
+                for k, v in _SPRITES.items()}  # fmt: skip
+
+
+def _render_sprite(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    sprite = list(_SPRITE_MAPS.values())[label].copy()
+    flips = rng.integers(0, 8, (int(rng.integers(2, 6)), 2))
+    sprite[flips[:, 0], flips[:, 1]] = rng.integers(0, 3, len(flips))  # pixel mutations
+    if rng.random() < 0.5:
+        sprite = sprite[:, ::-1]
+    block = int(rng.integers(max(1, size // 16), max(2, size // 16) * 2 - (size < 40) + 1))
+    block = max(1, min(block, size // 9))
+    big = sprite.repeat(block, 0).repeat(block, 1)
+    bg, fg = _pair(rng)
+    accent = _tint(rng, rng.uniform(0.0, 1.0))
+    back = _background(rng, size, bg)
+    cv = _Canvas(back)
+    cv.clutter(rng, bg)
+    img = cv.result()
+    s = big.shape[0]
+    y, x = rng.integers(0, size - s + 1, 2)
+    region = img[y : y + s, x : x + s]
+    region[big == 1] = fg
+    region[big == 2] = accent
+    return _finish(img, rng)
+
+
+_WEAVES = ("plain", "basket", "twill", "satin", "herringbone", "rib", "houndstooth", "gingham")
+
+
+def _weave_unit(kind: str) -> np.ndarray:
+    """1 where the warp (vertical thread) is on top."""
+    if kind in ("plain", "gingham"):
+        return np.array([[1, 0], [0, 1]])
+    if kind == "basket":
+        return np.kron(np.array([[1, 0], [0, 1]]), np.ones((2, 2), dtype=int))
+    if kind in ("twill", "houndstooth"):
+        return np.array([[(r + c) % 4 < 2 for c in range(4)] for r in range(4)], dtype=int)
+    if kind == "satin":
+        return np.array([[(c - 2 * r) % 5 == 0 for c in range(5)] for r in range(5)], dtype=int)
+    if kind == "herringbone":
+        return np.array(
+            [[((r + c) if c < 4 else (r - c)) % 4 < 2 for c in range(8)] for r in range(4)],
+            dtype=int,
+        )
+    return np.array([[1], [0]])  # rib
+
+
+_WEAVE_UNITS = {k: _weave_unit(k) for k in _WEAVES}
+
+
+def _render_weave(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    kind = _WEAVES[label]
+    unit = _WEAVE_UNITS[kind]
+    yy, xx = _grid(size)
+    a = rng.uniform(-0.35, 0.35) + (np.pi / 2 if rng.random() < 0.5 else 0.0)
+    thread = rng.uniform(1.3, 2.6) * 2.0 / 32.0
+    u = (np.cos(a) * xx + np.sin(a) * yy) / thread + rng.uniform(0, 50)
+    v = (-np.sin(a) * xx + np.cos(a) * yy) / thread + rng.uniform(0, 50)
+    col, row = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    on_top = unit[row % unit.shape[0], col % unit.shape[1]].astype(bool)
+    c1, c2 = _pair(rng, 0.2)
+    if kind == "houndstooth":
+        warp_c = np.where((col // 4) % 2 == 0, 1.0, 0.0)
+        weft_c = np.where((row // 4) % 2 == 0, 1.0, 0.0)
+    elif kind == "gingham":
+        w = int(rng.integers(2, 5))
+        warp_c = np.where((col // w) % 2 == 0, 1.0, 0.0)
+        weft_c = np.where((row // w) % 2 == 0, 1.0, 0.0)
+        on_top = np.ones_like(on_top)  # gingham: the pattern is the overlap of colour stripes
+        warp_c = 0.5 * (warp_c + weft_c)
+    else:
+        warp_c, weft_c = np.ones_like(u), np.zeros_like(u)
+    t = np.where(on_top, warp_c, weft_c).astype(np.float32)
+    # Thread shading: a soft ridge across each thread.
+    frac = np.where(on_top, u - col, v - row)
+    shade = 1.0 - rng.uniform(0.1, 0.35) * (2.0 * frac - 1.0) ** 2
+    img = (c1 + t[..., None] * (c2 - c1)) * shade[..., None].astype(np.float32)
+    return _finish(img, rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# More near targets: new scene relations, striped palettes, dashed curves, rotation orders
+# ---------------------------------------------------------------------------------------------
+
+_OBJ2 = {"star": _star(5, 0.45) * 1.15, "hexagon": _regular(6) * 1.05}
+_RELATIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("star_left_of_hexagon", ("star", "hexagon"), "h"),
+    ("hexagon_left_of_star", ("hexagon", "star"), "h"),
+    ("star_above_hexagon", ("star", "hexagon"), "v"),
+    ("hexagon_above_star", ("hexagon", "star"), "v"),
+    ("star_up_left_of_hexagon", ("star", "hexagon"), "diag"),
+    ("star_inside_hexagon", ("hexagon", "star"), "in"),
+    ("two_stars", ("star", "star"), "pair"),
+    ("two_hexagons", ("hexagon", "hexagon"), "pair"),
+)
+
+
+def _render_relation(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    _, objs, rel = _RELATIONS[label]
+    bg, _ = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg)
+    r = rng.uniform(0.2, 0.3)
+    if rel == "in":
+        offsets, radii = np.zeros((2, 2)), np.array([r * 1.9, r * 0.8])
+    else:
+        d = rng.uniform(2.2, 3.2) * r / 2
+        e = rng.uniform(-0.4, 0.4) * r
+        offsets = np.array([[-d, -e], [d, e]])
+        if rel == "v" or (rel == "pair" and rng.random() < 0.5):
+            offsets = offsets[:, ::-1]
+        elif rel == "diag":
+            offsets = np.array([[-d, -d], [d, d]]) * 0.8 + rng.normal(0, 0.04, (2, 2))
+        radii = r * rng.uniform(0.8, 1.15, 2)
+    lim = 0.95 - np.abs(offsets).max() - radii.max()
+    centre = rng.uniform(-1.0, 1.0, 2) * max(lim, 0.0)
+    bg_l = float(bg @ _LUMA)
+    for name, off, rad in zip(objs, offsets, radii, strict=True):
+        a = rng.uniform(-0.6, 0.6)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        fg = _tint(rng, bg_l + rng.uniform(0.3, 0.6) * (1 if bg_l < 0.5 else -1))
+        cv.polygon(_OBJ2[name] @ rot.T * rad + centre + off, fg)
+    return _finish(cv.result(), rng)
+
+
+_STRIPE_PALETTES: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("sunset", (15, 40, 340)),
+    ("forest", (40, 90, 140)),
+    ("ocean", (190, 210, 240)),
+    ("candy", (180, 300, 330)),
+    ("citrus", (45, 75, 100)),
+    ("violet", (250, 290, 310)),
+    ("teal_coral", (10, 175)),
+    ("tropical", (100, 190, 300)),
+)
+
+
+def _render_palette_stripes(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    hues = np.array(_STRIPE_PALETTES[label][1], dtype=np.float32)
+    yy, xx = _grid(size)
+    img = _background(rng, size, _tint(rng, rng.uniform(0.05, 0.95), (0.0, 0.3)))
+    k = int(rng.integers(4, 9))
+    h = rng.choice(hues, k) + rng.normal(0.0, 8.0, k)
+    if rng.random() < 0.25:  # one off-palette patch
+        h[0] = rng.uniform(0, 360)
+    cols = _hsv(h % 360.0, rng.uniform(0.35, 1.0, k), rng.uniform(0.4, 1.0, k))
+    a = rng.uniform(0, np.pi)
+    u = np.cos(a) * xx + np.sin(a) * yy
+    v = -np.sin(a) * xx + np.cos(a) * yy
+    for j in range(k):  # hard-edged bands and rectangles instead of soft blobs
+        c, w = rng.uniform(-1.0, 1.0), rng.uniform(0.06, 0.35)
+        mask = np.abs(u - c) < w
+        if rng.random() < 0.5:
+            mask &= np.abs(v - rng.uniform(-1.0, 1.0)) < rng.uniform(0.2, 0.8)
+        img = np.where(mask[..., None], cols[j], img)
+    return _finish(img.astype(np.float32), rng)
+
+
+_DASHED = ("square_spiral", "sawtooth", "pentagram", "lissajous", "loops", "branch", "hairpin",
+           "double_wave")  # fmt: skip
+
+
+def _dashed_strokes(kind: str, rng: np.random.Generator) -> list[np.ndarray]:
+    if kind == "square_spiral":
+        steps = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=float)
+        pts, p, n = [np.zeros(2)], np.zeros(2), int(rng.integers(6, 9))
+        for j in range(n):
+            p = p + steps[j % 4] * 0.13 * (j + 1)
+            pts.append(p)
+        pts = np.array(pts)
+        return [pts - pts.mean(0)]
+    if kind == "sawtooth":
+        n = int(rng.integers(3, 5))
+        x = np.repeat(np.linspace(-0.9, 0.9, n + 1), 2)[1:-1]
+        y = np.tile([0.35, -0.35], n)
+        return [np.stack([x, y], axis=1)]
+    if kind == "pentagram":
+        return [_regular(5, 0.9)[[0, 2, 4, 1, 3, 0]]]
+    if kind == "lissajous":
+        t = np.linspace(0, _TAU, 64)
+        return [np.stack([0.85 * np.sin(3 * t + 0.5), 0.85 * np.sin(2 * t)], axis=1)]
+    if kind == "loops":
+        t = np.linspace(0, rng.uniform(3.0, 4.0) * _TAU, 90)
+        x = t / t[-1] * 1.6 - 0.8 - 0.25 * np.sin(t)
+        return [np.stack([x, -0.35 * np.cos(t)], axis=1)]
+    if kind == "branch":
+        a = rng.uniform(0.35, 0.7)
+        top = np.array([0.0, -0.05])
+        return [np.array([[0.0, 0.9], top]),
+                np.stack([top, top + 0.9 * np.array([-np.sin(a), -np.cos(a)])]),
+                np.stack([top, top + 0.9 * np.array([np.sin(a), -np.cos(a)])])]  # fmt: skip
+    if kind == "hairpin":
+        t = np.linspace(0, np.pi, 16)
+        g = rng.uniform(0.25, 0.4)
+        arc = np.stack([0.4 + g * np.sin(t), -g * np.cos(t)], axis=1)
+        return [np.concatenate([[[-0.8, -g]], arc, [[-0.8, g]]])]
+    x = np.linspace(-0.9, 0.9, 40)
+    f = _TAU * rng.uniform(1.0, 1.6) * x / 1.8
+    return [np.stack([x, 0.35 * np.sin(f)], axis=1), np.stack([x, -0.35 * np.sin(f)], axis=1)]
+
+
+def _render_dashed_curves(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg)
+    warp = _affine(rng, rot=30.0, scale=(0.65, 1.0), shift=0.12, shear=0.15)
+    width = rng.uniform(0.06, 0.14)
+    on, off = int(rng.integers(2, 4)), int(rng.integers(1, 3))  # dash and gap, in steps
+    dotted = rng.random() < 0.3
+    for s in _dashed_strokes(_DASHED[label], rng):
+        pts = _resample(warp(s + rng.normal(0.0, 0.02, s.shape)), rng.uniform(0.07, 0.1))
+        if dotted:
+            cv.discs(pts[:: on + off], width * 0.8, fg)
+            continue
+        for start in range(0, len(pts) - 1, on + off):
+            cv.line(pts[start : start + on + 1], fg, width)
+    return _finish(cv.result(), rng)
+
+
+_ORDERS = ("rotation_3", "rotation_5", "rotation_6", "rotation_8", "dihedral_3", "dihedral_5",
+           "dihedral_6", "dihedral_8")  # fmt: skip
+
+
+def _render_rotation_order(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    kind, n = _ORDERS[label].split("_")
+    n = int(n)
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=0.4)
+    length, w = rng.uniform(0.6, 0.9), rng.uniform(0.18, 0.3) * 4.0 / n ** 0.5
+    if kind == "dihedral":  # a kite: mirror-symmetric about its own axis
+        petal = np.array([[0.1, 0.0], [0.55, 0.5 * w], [1.0, 0.0], [0.55, -0.5 * w]]) * length
+    else:  # a blade: all on one side, so the rosette is a pinwheel (no mirrors)
+        petal = np.array([[0.1, 0.0], [1.0, 0.0], [0.5, w], [0.1, 0.3 * w]]) * length
+        if rng.random() < 0.5:
+            petal = petal * [1.0, -1.0]  # either turning sense
+    # The first petal points about upwards: a random turn would leave raw pixels no signal.
+    phase = -np.pi / 2 + rng.uniform(-0.25, 0.25) * _TAU / n
+    centre = rng.uniform(-0.08, 0.08, 2)
+    for j in range(n):
+        a = phase + j * _TAU / n
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        cv.polygon(petal @ rot.T + centre, fg)
+    if rng.random() < 0.5:
+        cv.disc(centre, rng.uniform(0.08, 0.16), _tint(rng, rng.uniform(0, 1)))
+    return _finish(cv.result(), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# More far targets: barcodes, seven-segment digits, clock hands, Voronoi cell counts
+# ---------------------------------------------------------------------------------------------
+
+
+def _codes(salt: str, n: int, bits: int = 11, min_dist: int = 4) -> np.ndarray:
+    """``n`` fixed bar codes (1 = bar), pairwise at least ``min_dist`` bits apart."""
+    rng = np.random.default_rng([_stable_id(salt), 2])
+    out: list[np.ndarray] = []
+    while len(out) < n:
+        c = np.concatenate([[1], rng.integers(0, 2, bits - 2), [1]])
+        if all(int((c != o).sum()) >= min_dist for o in out):
+            out.append(c)
+    return np.stack(out)
+
+
+_BARCODES = _codes("barcodes", 8)
+
+
+def _render_barcode(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    code = _BARCODES[label]
+    yy, xx = _grid(size)
+    a = rng.uniform(-0.2, 0.2)
+    u = np.cos(a) * xx + np.sin(a) * yy - rng.uniform(-0.15, 0.15)
+    v = -np.sin(a) * xx + np.cos(a) * yy - rng.uniform(-0.2, 0.2)
+    span = rng.uniform(1.2, 1.8)
+    idx = np.floor((u / span + 0.5) * len(code)).astype(np.int64)
+    inside = (idx >= 0) & (idx < len(code)) & (np.abs(v) < rng.uniform(0.4, 0.8))
+    bar = inside & (code[np.clip(idx, 0, len(code) - 1)] == 1)
+    bg, fg = _pair(rng, 0.35)
+    img = _background(rng, size, bg)
+    img = np.where(bar[..., None], fg, img)
+    return _finish(img.astype(np.float32), rng)
+
+
+_SEGMENTS = np.array(
+    [[[-0.5, -1], [0.5, -1]], [[0.5, -1], [0.5, 0]], [[0.5, 0], [0.5, 1]], [[-0.5, 1], [0.5, 1]],
+     [[-0.5, 0], [-0.5, 1]], [[-0.5, -1], [-0.5, 0]], [[-0.5, 0], [0.5, 0]]], dtype=float,
+)  # fmt: skip
+_DIGITS = ("abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc")
+
+
+def _render_segments(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    lit = {"abcdefg".index(ch) for ch in _DIGITS[label]}
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=0.4)
+    warp = _affine(rng, rot=8.0, scale=(0.5, 0.8), shift=0.2, shear=0.25)
+    width = rng.uniform(0.1, 0.2)
+    ghost = _unit(bg + rng.uniform(0.06, 0.15) * (fg - bg) / max(np.abs(fg - bg).max(), 1e-3))
+    show_off = rng.random() < 0.5  # unlit segments faintly visible
+    for k, seg in enumerate(_SEGMENTS):
+        seg = seg + rng.normal(0.0, 0.03, seg.shape)
+        shrunk = seg + 0.12 * (seg[::-1] - seg)  # gaps between segments
+        if k in lit:
+            cv.line(warp(shrunk), fg, width)
+        elif show_off:
+            cv.line(warp(shrunk), ghost, width)
+    return _finish(cv.result(), rng)
+
+
+_HAND_ANGLES = tuple(45 * k for k in range(8))
+
+
+def _render_clock(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    centre = rng.uniform(-0.1, 0.1, 2)
+    rad = rng.uniform(0.7, 0.9)
+    face = _tint(rng, float(bg @ _LUMA) + rng.uniform(-0.15, 0.15))
+    cv.polygon(_CIRCLE * rad + centre, face)
+    if rng.random() < 0.6:
+        cv.outline(_CIRCLE * rad + centre, fg, rng.uniform(0.04, 0.08))
+    for t in _regular(12, 1.0, 0.0):  # tick marks
+        cv.line(np.stack([t * rad * 0.8, t * rad * 0.95]) + centre, fg, 0.05)
+    # 0 degrees points up; the clock is never rotated, so the hand's direction is the class.
+    a = np.deg2rad(_HAND_ANGLES[label] + rng.uniform(-8.0, 8.0))
+    b = rng.uniform(0, _TAU)
+    long_w = rng.uniform(0.1, 0.16)
+    cv.line(np.stack([[0, 0], [np.sin(b), -np.cos(b)]]) * rad * 0.35 + centre, fg, long_w * 0.6)
+    cv.line(np.stack([[0, 0], [np.sin(a), -np.cos(a)]]) * rad * 0.9 + centre, fg, long_w)
+    return _finish(cv.result(), rng)
+
+
+_CELL_COUNTS = (2, 3, 4, 6, 8, 11, 15, 20)
+
+
+def _render_cells(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    n = _CELL_COUNTS[label]
+    yy, xx = _grid(size)
+    seeds = _scatter(rng, n, cells=5, extent=1.0)  # spread out: no cell too small to see
+    d = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
+    cell = d.argmin(0)
+    lumas = rng.uniform(0.1, 0.9, n)  # cells of unrelated lightness
+    cols = np.stack([_tint(rng, float(lu), (0.0, 0.6)) for lu in lumas])
+    img = cols[cell]
+    edge = np.zeros((size, size), dtype=bool)  # borders drawn one pixel wide
+    edge[:-1] |= cell[:-1] != cell[1:]
+    edge[:, :-1] |= cell[:, :-1] != cell[:, 1:]
+    img = np.where(edge[..., None], _tint(rng, rng.choice([0.05, 0.95])), img)
+    return _finish(img.astype(np.float32), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extra near targets: windowed patterns, blob counts, dot-lattice shapes
+# ---------------------------------------------------------------------------------------------
+
+_WINDOWS = ("rings", "spokes", "plaid", "checker", "spiral", "dot_lattice", "hatch", "bullseye_cut")
+
+
+def _render_window(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    kind = _WINDOWS[label]
+    yy, xx = _grid(size)
+    c = rng.uniform(-0.15, 0.15, 2)
+    y, x = yy - c[0], xx - c[1]
+    a = rng.uniform(0, _TAU)
+    u, v = np.cos(a) * x + np.sin(a) * y, -np.sin(a) * x + np.cos(a) * y
+    r, th = np.hypot(x, y), np.arctan2(y, x)
+    f = rng.uniform(2.5, 4.0) * np.pi  # radians per unit
+    ph = rng.uniform(0, _TAU)
+    if kind == "rings":
+        s = np.sin(f * r + ph)
+    elif kind == "spokes":
+        s = np.sin(int(rng.integers(5, 9)) * th + ph)
+    elif kind == "plaid":
+        s = 0.5 * (np.sin(f * u + ph) + np.sin(f * v))
+    elif kind == "checker":
+        s = np.sign(np.sin(f * u + ph) * np.sin(f * v))
+    elif kind == "spiral":
+        s = np.sin(f * r + 3 * th + ph)
+    elif kind == "dot_lattice":
+        s = np.cos(f * u + ph) * np.cos(f * v) - 0.5
+    elif kind == "hatch":
+        s = np.maximum(np.sin(f * u + ph), np.sin(f * (0.5 * u + 0.87 * v)))
+    else:  # rings cut by one straight grating
+        s = np.where(u > 0, np.sin(f * r + ph), np.sin(f * v))
+    s = np.tanh(rng.uniform(1.0, 4.0) * s)
+    bg, fg = _pair(rng, 0.4)
+    mid = 0.5 * (bg + fg)
+    img = mid + 0.5 * s[..., None] * (fg - bg)
+    rad = rng.uniform(0.55, 0.85)
+    outside = _background(rng, size, _tint(rng, rng.uniform(0, 1)))
+    img = np.where((r < rad)[..., None], img, outside)
+    return _finish(img.astype(np.float32), rng)
+
+
+def _render_blob_count(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    n = label + 1
+    yy, xx = _grid(size)
+    bg = _tint(rng, rng.uniform(0.05, 0.5))
+    img = _background(rng, size, bg).copy()
+    pts = _scatter(rng, n, cells=4, extent=0.85)
+    for p in pts:
+        s = rng.uniform(0.1, 0.18)
+        w = np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2) / (2 * s * s))[..., None]
+        img = img + w * (_tint(rng, rng.uniform(0.6, 1.0)) - bg)
+    return _finish(np.clip(img, 0.0, 1.0).astype(np.float32), rng)
+
+
+_DOT_SHAPES: dict[str, np.ndarray] = {
+    "heart": np.stack([16 * np.sin(t) ** 3 for t in [np.linspace(0, _TAU, 40)]][0:1]
+                      + [-(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t)
+                           - np.cos(4 * t)) for t in [np.linspace(0, _TAU, 40)]],
+                      axis=1) / 16.0,
+    "arrow": np.array([[-0.9, -0.25], [0.2, -0.25], [0.2, -0.6], [0.9, 0.0], [0.2, 0.6],
+                       [0.2, 0.25], [-0.9, 0.25]]),
+    "crescent": np.concatenate([_HALF, _HALF[::-1] * [0.4, 1.0]]),
+    "hourglass": np.array([[-0.7, -0.9], [0.7, -0.9], [0.1, 0.0], [0.7, 0.9], [-0.7, 0.9],
+                           [-0.1, 0.0]]),
+    "octagon": _regular(8, 1.0, np.pi / 8),
+    "chevron": np.array([[-0.9, -0.6], [0.0, 0.2], [0.9, -0.6], [0.9, 0.0], [0.0, 0.8],
+                         [-0.9, 0.0]]),
+    "trapezoid": np.array([[-0.45, -0.6], [0.45, -0.6], [0.95, 0.6], [-0.95, 0.6]]),
+    "bowtie": np.array([[-0.9, -0.7], [0.0, -0.1], [0.9, -0.7], [0.9, 0.7], [0.0, 0.1],
+                        [-0.9, 0.7]]),
+}  # fmt: skip
+
+
+def _inside(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test for (n, 2) points (x, y)."""
+    x, y = pts[:, 0:1], pts[:, 1:2]
+    x0, y0 = poly[:, 0][None], poly[:, 1][None]
+    x1, y1 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
+    cross = ((y0 > y) != (y1 > y)) & (x < (x1 - x0) * (y - y0) / (y1 - y0 + 1e-12) + x0)
+    return cross.sum(1) % 2 == 1
+
+
+def _render_dot_shape(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    poly = list(_DOT_SHAPES.values())[label]
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=0.3)
+    warp = _affine(rng, rot=20.0, scale=(0.6, 0.85), shift=0.15, shear=0.1)
+    step = rng.uniform(0.16, 0.22)
+    k = np.arange(-1.0, 1.0 + 1e-6, step)
+    lattice = np.stack(np.meshgrid(k, k), -1).reshape(-1, 2) + rng.uniform(0, step, 2)
+    lattice = lattice[_inside(poly, lattice)] + rng.normal(0.0, 0.015, (1, 2))
+    cv.discs(warp(lattice), step * rng.uniform(0.25, 0.35), fg)
+    return _finish(cv.result(), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extra far targets: tally marks, bar-length ratios, Truchet tiles, angles, gradient directions
+# ---------------------------------------------------------------------------------------------
+
+
+def _render_tally(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    n = (1, 2, 3, 4, 5, 6, 7, 9)[label]
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    gap, h = rng.uniform(0.13, 0.17), rng.uniform(0.5, 0.8)
+    width = rng.uniform(0.06, 0.1)
+    groups = [5] * (n // 5) + ([n % 5] if n % 5 else [])
+    total = sum(min(g, 4) for g in groups) * gap + (len(groups) - 1) * gap
+    x = -total / 2 + rng.uniform(-0.1, 0.1)
+    y0 = rng.uniform(-0.2, 0.2)
+    for g in groups:
+        start = x
+        for _ in range(min(g, 4)):
+            tilt = rng.normal(0.0, 0.03)
+            cv.line(np.array([[x + tilt, y0 - h / 2], [x - tilt, y0 + h / 2]]), fg, width)
+            x += gap
+        if g == 5:  # the fifth mark strikes the other four
+            cv.line(np.array([[start - gap * 0.5, y0 + h * 0.3],
+                              [x - gap * 0.5, y0 - h * 0.3]]), fg, width)  # fmt: skip
+        x += gap
+    return _finish(cv.result(), rng)
+
+
+_BAR_RATIOS = (0.3, 0.5, 0.7, 0.85, 1 / 0.85, 1 / 0.7, 1 / 0.5, 1 / 0.3)
+
+
+def _render_bar_ratio(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    ratio = _BAR_RATIOS[label]
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=0.3)
+    longest = rng.uniform(1.0, 1.7)
+    top, bottom = (longest * ratio, longest) if ratio < 1 else (longest, longest / ratio)
+    width = rng.uniform(0.12, 0.2)
+    gap = rng.uniform(0.35, 0.6)
+    y = rng.uniform(-0.2, 0.2)
+    for length, yy in ((top, y - gap / 2), (bottom, y + gap / 2)):
+        x0 = rng.uniform(-0.95, 0.95 - length)
+        cv.line(np.array([[x0, yy], [x0 + length, yy]]), fg, width)
+    return _finish(cv.result(), rng)
+
+
+_TRUCHET = ("diagonal_random", "diagonal_regular", "arcs_random", "arcs_regular",
+            "triangles_random", "triangles_regular", "halves_random", "halves_regular")  # fmt: skip
+
+
+def _render_truchet(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    tile, order = _TRUCHET[label].split("_")
+    n = int(rng.integers(4, 7))
+    bg, fg = _pair(rng, 0.35)
+    cv = _Canvas(_background(rng, size, bg))
+    cell = 2.0 / n
+    width = cell * rng.uniform(0.15, 0.25)
+    arc = np.stack([np.cos(np.linspace(0, np.pi / 2, 7)), np.sin(np.linspace(0, np.pi / 2, 7))],
+                   axis=1) * 0.5  # fmt: skip
+    for i in range(n):
+        for j in range(n):
+            o = int(rng.integers(4)) if order == "random" else (i + j) % 2 * 2
+            rot = np.array([[0, -1], [1, 0]]) if o % 2 else np.eye(2)
+            rot = -rot if o >= 2 else rot
+            c = np.array([-1.0 + (j + 0.5) * cell, -1.0 + (i + 0.5) * cell])
+            if tile == "diagonal":
+                shapes = [("line", np.array([[-0.5, -0.5], [0.5, 0.5]]))]
+            elif tile == "arcs":
+                shapes = [("line", arc - 0.5), ("line", 0.5 - arc)]
+            elif tile == "triangles":
+                shapes = [("poly", np.array([[-0.5, -0.5], [0.5, -0.5], [-0.5, 0.5]]))]
+            else:
+                shapes = [("poly", np.array([[-0.5, -0.5], [0.0, -0.5], [0.0, 0.5], [-0.5, 0.5]]))]
+            for kind, pts in shapes:
+                p = pts @ rot.T * cell + c
+                if kind == "line":
+                    cv.line(p, fg, width)
+                else:
+                    cv.polygon(p, fg)
+    return _finish(cv.result(), rng)
+
+
+_ANGLES = (20, 40, 60, 80, 100, 120, 140, 160)
+
+
+def _render_angle(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    opening = np.deg2rad(_ANGLES[label] + rng.uniform(-5.0, 5.0))
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=0.4)
+    a0 = rng.uniform(0, _TAU)
+    vertex = rng.uniform(-0.2, 0.2, 2) - 0.35 * np.array([np.cos(a0 + opening / 2),
+                                                          np.sin(a0 + opening / 2)])
+    width = rng.uniform(0.06, 0.12)
+    for a, length in ((a0, rng.uniform(0.7, 1.0)), (a0 + opening, rng.uniform(0.7, 1.0))):
+        cv.line(np.stack([vertex, vertex + length * np.array([np.cos(a), np.sin(a)])]), fg, width)
+    return _finish(cv.result(), rng)
+
+
+_GRADIENT_DIRS = tuple(45 * k for k in range(8))
+
+
+def _render_gradient(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    a = np.deg2rad(_GRADIENT_DIRS[label] + rng.uniform(-15.0, 15.0))
+    yy, xx = _grid(size)
+    t = (np.cos(a) * xx - np.sin(a) * yy)[..., None] * 0.5 + 0.5  # 0 degrees: lighter rightwards
+    lo, hi = _tint(rng, rng.uniform(0.0, 0.35)), _tint(rng, rng.uniform(0.65, 1.0))
+    img = lo + t * (hi - lo)
+    img = img + rng.uniform(0.05, 0.2) * _smooth_noise(rng, size, int(rng.integers(3, 7)))
+    cv = _Canvas(_unit(img).astype(np.float32))
+    for _ in range(int(rng.integers(2, 6))):  # distractor shapes in random flat colours
+        cv.polygon(_regular(int(rng.integers(3, 7)), rng.uniform(0.1, 0.3), rng.uniform(0, _TAU))
+                   + rng.uniform(-0.8, 0.8, 2), _tint(rng, rng.uniform(0, 1)))  # fmt: skip
+    return _finish(cv.result(), rng)
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------
 
@@ -1239,7 +2326,38 @@ MORE_TARGET_TASKS: tuple[Domain, ...] = (
 """Eight more target tasks (four near, four far) for the larger ``diverse`` build; kept apart
 from ``TARGET_TASKS`` so that builds whose profile names no targets stay as they were."""
 
-_ALL: dict[str, Domain] = {d.name: d for d in SOURCE_DOMAINS + TARGET_TASKS + MORE_TARGET_TASKS}
+EXTRA_TARGET_TASKS: tuple[Domain, ...] = (
+    Domain("window_patterns", "target", _WINDOWS,
+           "Periodic patterns (rings, spokes, plaid, checker...) seen through a round window.",
+           near="textures", _renderer=_render_window),
+    Domain("blob_counts", "target", tuple(f"{n}_blobs" for n in range(1, 9)),
+           "Soft light blobs on a dark ground; class = how many (1-8).", near="blobs",
+           _renderer=_render_blob_count),
+    Domain("dot_shapes", "target", tuple(_DOT_SHAPES),
+           "New shapes (heart, arrow, crescent...) filled with a lattice of dots.",
+           near="shapes", _renderer=_render_dot_shape),
+    Domain("tally_marks", "target", tuple(f"tally_{n}" for n in (1, 2, 3, 4, 5, 6, 7, 9)),
+           "Tally marks, fives struck through; class = the count.", near="dots",
+           _renderer=_render_tally),
+    Domain("bar_ratios", "target", tuple(f"ratio_{r:.2f}" for r in _BAR_RATIOS),
+           "Two parallel bars at random offsets; class = top length over bottom length.",
+           _renderer=_render_bar_ratio),
+    Domain("truchet_tiles", "target", _TRUCHET,
+           "Truchet tilings; class = tile (diagonal, arcs, triangles, halves) x random or "
+           "regular turns.", _renderer=_render_truchet),
+    Domain("angle_sizes", "target", tuple(f"angle_{a}deg" for a in _ANGLES),
+           "Two rays from a vertex at any rotation; class = the angle between them.",
+           _renderer=_render_angle),
+    Domain("gradient_directions", "target", tuple(f"lighter_{a}deg" for a in _GRADIENT_DIRS),
+           "Colour ramps under noise and distractor shapes; class = direction of lightening.",
+           _renderer=_render_gradient),
+)  # fmt: skip
+"""Eight further target tasks (four near, four far), appended to the ``diverse`` build's
+targets after ``MORE_TARGET_TASKS``."""
+
+_ALL: dict[str, Domain] = {
+    d.name: d for d in SOURCE_DOMAINS + TARGET_TASKS + MORE_TARGET_TASKS + EXTRA_TARGET_TASKS
+}
 
 
 def get_domain(name: str) -> Domain:
