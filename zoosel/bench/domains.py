@@ -1199,13 +1199,13 @@ def _render_window(label: int, rng: np.random.Generator, size: int) -> np.ndarra
 def _render_blob_count(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
     n = label + 1
     yy, xx = _grid(size)
-    bg = _tint(rng, rng.uniform(0.05, 0.5))
+    bg = _tint(rng, rng.uniform(0.05, 0.35))
     img = _background(rng, size, bg).copy()
-    pts = _scatter(rng, n, cells=4, extent=0.85)
+    pts = _scatter(rng, n, cells=4, extent=0.8)
     for p in pts:
-        s = rng.uniform(0.1, 0.18)
+        s = rng.uniform(0.07, 0.1)
         w = np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2) / (2 * s * s))[..., None]
-        img = img + w * (_tint(rng, rng.uniform(0.6, 1.0)) - bg)
+        img = img + w * (_tint(rng, rng.uniform(0.75, 1.0)) - bg)
     return _finish(np.clip(img, 0.0, 1.0).astype(np.float32), rng)
 
 
@@ -1239,8 +1239,8 @@ def _render_dot_shape(label: int, rng: np.random.Generator, size: int) -> np.nda
     bg, fg = _pair(rng)
     cv = _Canvas(_background(rng, size, bg))
     cv.clutter(rng, bg, p=0.3)
-    warp = _affine(rng, rot=20.0, scale=(0.6, 0.85), shift=0.15, shear=0.1)
-    step = rng.uniform(0.16, 0.22)
+    warp = _affine(rng, rot=40.0, scale=(0.55, 0.85), shift=0.2, shear=0.15)
+    step = rng.uniform(0.2, 0.26)
     k = np.arange(-1.0, 1.0 + 1e-6, step)
     lattice = np.stack(np.meshgrid(k, k), -1).reshape(-1, 2) + rng.uniform(0, step, 2)
     lattice = lattice[_inside(poly, lattice)] + rng.normal(0.0, 0.015, (1, 2))
@@ -1287,13 +1287,14 @@ def _render_bar_ratio(label: int, rng: np.random.Generator, size: int) -> np.nda
     bg, fg = _pair(rng)
     cv = _Canvas(_background(rng, size, bg))
     cv.clutter(rng, bg, p=0.3)
-    longest = rng.uniform(1.0, 1.7)
+    longest = rng.uniform(1.1, 1.7)
     top, bottom = (longest * ratio, longest) if ratio < 1 else (longest, longest / ratio)
     width = rng.uniform(0.12, 0.2)
     gap = rng.uniform(0.35, 0.6)
     y = rng.uniform(-0.2, 0.2)
+    left = rng.uniform(-0.9, 0.85 - longest)
     for length, yy in ((top, y - gap / 2), (bottom, y + gap / 2)):
-        x0 = rng.uniform(-0.95, 0.95 - length)
+        x0 = left + rng.uniform(-0.05, 0.05)  # left ends about aligned
         cv.line(np.array([[x0, yy], [x0 + length, yy]]), fg, width)
     return _finish(cv.result(), rng)
 
@@ -1342,11 +1343,11 @@ def _render_angle(label: int, rng: np.random.Generator, size: int) -> np.ndarray
     bg, fg = _pair(rng)
     cv = _Canvas(_background(rng, size, bg))
     cv.clutter(rng, bg, p=0.4)
-    a0 = rng.uniform(0, _TAU)
-    vertex = rng.uniform(-0.2, 0.2, 2) - 0.35 * np.array([np.cos(a0 + opening / 2),
-                                                          np.sin(a0 + opening / 2)])
-    width = rng.uniform(0.06, 0.12)
-    for a, length in ((a0, rng.uniform(0.7, 1.0)), (a0 + opening, rng.uniform(0.7, 1.0))):
+    # The opening faces about upwards: at any rotation raw features would see no signal.
+    a0 = -np.pi / 2 - opening / 2 + np.deg2rad(rng.uniform(-25.0, 25.0))
+    vertex = rng.uniform(-0.15, 0.15, 2) + [0.0, 0.45]
+    width = rng.uniform(0.08, 0.14)
+    for a, length in ((a0, rng.uniform(0.8, 1.1)), (a0 + opening, rng.uniform(0.8, 1.1))):
         cv.line(np.stack([vertex, vertex + length * np.array([np.cos(a), np.sin(a)])]), fg, width)
     return _finish(cv.result(), rng)
 
@@ -1469,13 +1470,13 @@ EXTRA_TARGET_TASKS: tuple[Domain, ...] = (
            "Tally marks, fives struck through; class = the count.", near="dots",
            _renderer=_render_tally),
     Domain("bar_ratios", "target", tuple(f"ratio_{r:.2f}" for r in _BAR_RATIOS),
-           "Two parallel bars at random offsets; class = top length over bottom length.",
+           "Two parallel bars, left ends aligned; class = top length over bottom length.",
            _renderer=_render_bar_ratio),
     Domain("truchet_tiles", "target", _TRUCHET,
            "Truchet tilings; class = tile (diagonal, arcs, triangles, halves) x random or "
            "regular turns.", _renderer=_render_truchet),
     Domain("angle_sizes", "target", tuple(f"angle_{a}deg" for a in _ANGLES),
-           "Two rays from a vertex at any rotation; class = the angle between them.",
+           "Two rays from a vertex, opening about upwards; class = the angle between them.",
            _renderer=_render_angle),
     Domain("gradient_directions", "target", tuple(f"lighter_{a}deg" for a in _GRADIENT_DIRS),
            "Colour ramps under noise and distractor shapes; class = direction of lightening.",
