@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 from zoosel.errors import UnknownNameError
 
 __all__ = [
+    "EXTRA_TARGET_TASKS",
     "MORE_TARGET_TASKS",
     "SOURCE_DOMAINS",
     "TARGET_TASKS",
@@ -1153,6 +1154,222 @@ def _render_cells(label: int, rng: np.random.Generator, size: int) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------
+# Extra near targets: windowed patterns, blob counts, dot-lattice shapes
+# ---------------------------------------------------------------------------------------------
+
+_WINDOWS = ("rings", "spokes", "plaid", "checker", "spiral", "dot_lattice", "hatch", "bullseye_cut")
+
+
+def _render_window(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    kind = _WINDOWS[label]
+    yy, xx = _grid(size)
+    c = rng.uniform(-0.15, 0.15, 2)
+    y, x = yy - c[0], xx - c[1]
+    a = rng.uniform(0, _TAU)
+    u, v = np.cos(a) * x + np.sin(a) * y, -np.sin(a) * x + np.cos(a) * y
+    r, th = np.hypot(x, y), np.arctan2(y, x)
+    f = rng.uniform(2.5, 4.0) * np.pi  # radians per unit
+    ph = rng.uniform(0, _TAU)
+    if kind == "rings":
+        s = np.sin(f * r + ph)
+    elif kind == "spokes":
+        s = np.sin(int(rng.integers(5, 9)) * th + ph)
+    elif kind == "plaid":
+        s = 0.5 * (np.sin(f * u + ph) + np.sin(f * v))
+    elif kind == "checker":
+        s = np.sign(np.sin(f * u + ph) * np.sin(f * v))
+    elif kind == "spiral":
+        s = np.sin(f * r + 3 * th + ph)
+    elif kind == "dot_lattice":
+        s = np.cos(f * u + ph) * np.cos(f * v) - 0.5
+    elif kind == "hatch":
+        s = np.maximum(np.sin(f * u + ph), np.sin(f * (0.5 * u + 0.87 * v)))
+    else:  # rings cut by one straight grating
+        s = np.where(u > 0, np.sin(f * r + ph), np.sin(f * v))
+    s = np.tanh(rng.uniform(1.0, 4.0) * s)
+    bg, fg = _pair(rng, 0.4)
+    mid = 0.5 * (bg + fg)
+    img = mid + 0.5 * s[..., None] * (fg - bg)
+    rad = rng.uniform(0.55, 0.85)
+    outside = _background(rng, size, _tint(rng, rng.uniform(0, 1)))
+    img = np.where((r < rad)[..., None], img, outside)
+    return _finish(img.astype(np.float32), rng)
+
+
+def _render_blob_count(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    n = label + 1
+    yy, xx = _grid(size)
+    bg = _tint(rng, rng.uniform(0.05, 0.35))
+    img = _background(rng, size, bg).copy()
+    pts = _scatter(rng, n, cells=4, extent=0.8)
+    for p in pts:
+        s = rng.uniform(0.07, 0.1)
+        w = np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2) / (2 * s * s))[..., None]
+        img = img + w * (_tint(rng, rng.uniform(0.75, 1.0)) - bg)
+    return _finish(np.clip(img, 0.0, 1.0).astype(np.float32), rng)
+
+
+_DOT_SHAPES: dict[str, np.ndarray] = {
+    "house": np.array([[-0.7, 0.85], [0.7, 0.85], [0.7, -0.1], [0.0, -0.85], [-0.7, -0.1]]),
+    "u_shape": np.array([[-0.8, -0.8], [-0.35, -0.8], [-0.35, 0.35], [0.35, 0.35], [0.35, -0.8],
+                         [0.8, -0.8], [0.8, 0.8], [-0.8, 0.8]]),
+    "kite": np.array([[0.0, -0.95], [0.6, -0.35], [0.0, 0.95], [-0.6, -0.35]]),
+    "hourglass": np.array([[-0.7, -0.9], [0.7, -0.9], [0.1, 0.0], [0.7, 0.9], [-0.7, 0.9],
+                           [-0.1, 0.0]]),
+    "octagon": _regular(8, 1.0, np.pi / 8),
+    "chevron": np.array([[-0.9, -0.6], [0.0, 0.2], [0.9, -0.6], [0.9, 0.0], [0.0, 0.8],
+                         [-0.9, 0.0]]),
+    "parallelogram": np.array([[-0.4, -0.6], [0.95, -0.6], [0.4, 0.6], [-0.95, 0.6]]),
+    "bowtie": np.array([[-0.9, -0.7], [0.0, -0.1], [0.9, -0.7], [0.9, 0.7], [0.0, 0.1],
+                        [-0.9, 0.7]]),
+}  # fmt: skip
+
+
+def _inside(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test for (n, 2) points (x, y)."""
+    x, y = pts[:, 0:1], pts[:, 1:2]
+    x0, y0 = poly[:, 0][None], poly[:, 1][None]
+    x1, y1 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
+    cross = ((y0 > y) != (y1 > y)) & (x < (x1 - x0) * (y - y0) / (y1 - y0 + 1e-12) + x0)
+    return cross.sum(1) % 2 == 1
+
+
+def _render_dot_shape(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    poly = list(_DOT_SHAPES.values())[label]
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=0.3)
+    warp = _affine(rng, rot=40.0, scale=(0.55, 0.85), shift=0.2, shear=0.15)
+    step = rng.uniform(0.2, 0.26)
+    k = np.arange(-1.0, 1.0 + 1e-6, step)
+    lattice = np.stack(np.meshgrid(k, k), -1).reshape(-1, 2) + rng.uniform(0, step, 2)
+    lattice = lattice[_inside(poly, lattice)] + rng.normal(0.0, 0.015, (1, 2))
+    cv.discs(warp(lattice), step * rng.uniform(0.25, 0.35), fg)
+    return _finish(cv.result(), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extra far targets: tally marks, bar-length ratios, Truchet tiles, angles, gradient directions
+# ---------------------------------------------------------------------------------------------
+
+
+_TALLIES = (1, 2, 3, 4, 5, 6, 7, 9)
+
+
+def _render_tally(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    n = _TALLIES[label]
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    gap, h = rng.uniform(0.13, 0.17), rng.uniform(0.5, 0.8)
+    width = rng.uniform(0.06, 0.1)
+    groups = [5] * (n // 5) + ([n % 5] if n % 5 else [])
+    total = sum(min(g, 4) for g in groups) * gap + (len(groups) - 1) * gap
+    x = -total / 2 + rng.uniform(-0.1, 0.1)
+    y0 = rng.uniform(-0.2, 0.2)
+    for g in groups:
+        start = x
+        for _ in range(min(g, 4)):
+            tilt = rng.normal(0.0, 0.03)
+            cv.line(np.array([[x + tilt, y0 - h / 2], [x - tilt, y0 + h / 2]]), fg, width)
+            x += gap
+        if g == 5:  # the fifth mark strikes the other four
+            cv.line(np.array([[start - gap * 0.5, y0 + h * 0.3],
+                              [x - gap * 0.5, y0 - h * 0.3]]), fg, width)  # fmt: skip
+        x += gap
+    return _finish(cv.result(), rng)
+
+
+_BAR_RATIOS = (0.3, 0.5, 0.7, 0.85, 1 / 0.85, 1 / 0.7, 1 / 0.5, 1 / 0.3)
+
+
+def _render_bar_ratio(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    ratio = _BAR_RATIOS[label]
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=0.3)
+    longest = rng.uniform(1.1, 1.7)
+    top, bottom = (longest * ratio, longest) if ratio < 1 else (longest, longest / ratio)
+    width = rng.uniform(0.12, 0.2)
+    gap = rng.uniform(0.35, 0.6)
+    y = rng.uniform(-0.2, 0.2)
+    left = rng.uniform(-0.9, 0.85 - longest)
+    for length, yy in ((top, y - gap / 2), (bottom, y + gap / 2)):
+        x0 = left + rng.uniform(-0.05, 0.05)  # left ends about aligned
+        cv.line(np.array([[x0, yy], [x0 + length, yy]]), fg, width)
+    return _finish(cv.result(), rng)
+
+
+_TRUCHET = ("diagonal_random", "diagonal_regular", "arcs_random", "arcs_regular",
+            "triangles_random", "triangles_regular", "halves_random", "halves_regular")  # fmt: skip
+
+
+def _render_truchet(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    tile, order = _TRUCHET[label].split("_")
+    n = int(rng.integers(4, 7))
+    bg, fg = _pair(rng, 0.35)
+    cv = _Canvas(_background(rng, size, bg))
+    cell = 2.0 / n
+    width = cell * rng.uniform(0.15, 0.25)
+    arc = np.stack([np.cos(np.linspace(0, np.pi / 2, 7)), np.sin(np.linspace(0, np.pi / 2, 7))],
+                   axis=1) * 0.5  # fmt: skip
+    for i in range(n):
+        for j in range(n):
+            o = int(rng.integers(4)) if order == "random" else (i + j) % 2 * 2
+            rot = np.array([[0, -1], [1, 0]]) if o % 2 else np.eye(2)
+            rot = -rot if o >= 2 else rot
+            c = np.array([-1.0 + (j + 0.5) * cell, -1.0 + (i + 0.5) * cell])
+            if tile == "diagonal":
+                shapes = [("line", np.array([[-0.5, -0.5], [0.5, 0.5]]))]
+            elif tile == "arcs":
+                shapes = [("line", arc - 0.5), ("line", 0.5 - arc)]
+            elif tile == "triangles":
+                shapes = [("poly", np.array([[-0.5, -0.5], [0.5, -0.5], [-0.5, 0.5]]))]
+            else:
+                shapes = [("poly", np.array([[-0.5, -0.5], [0.0, -0.5], [0.0, 0.5], [-0.5, 0.5]]))]
+            for kind, pts in shapes:
+                p = pts @ rot.T * cell + c
+                if kind == "line":
+                    cv.line(p, fg, width)
+                else:
+                    cv.polygon(p, fg)
+    return _finish(cv.result(), rng)
+
+
+_ANGLES = (20, 40, 60, 80, 100, 120, 140, 160)
+
+
+def _render_angle(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    opening = np.deg2rad(_ANGLES[label] + rng.uniform(-5.0, 5.0))
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=0.4)
+    # The opening faces about upwards: at any rotation raw features would see no signal.
+    a0 = -np.pi / 2 - opening / 2 + np.deg2rad(rng.uniform(-25.0, 25.0))
+    vertex = rng.uniform(-0.15, 0.15, 2) + [0.0, 0.45]
+    width = rng.uniform(0.08, 0.14)
+    for a, length in ((a0, rng.uniform(0.8, 1.1)), (a0 + opening, rng.uniform(0.8, 1.1))):
+        cv.line(np.stack([vertex, vertex + length * np.array([np.cos(a), np.sin(a)])]), fg, width)
+    return _finish(cv.result(), rng)
+
+
+_GRADIENT_DIRS = tuple(45 * k for k in range(8))
+
+
+def _render_gradient(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    a = np.deg2rad(_GRADIENT_DIRS[label] + rng.uniform(-15.0, 15.0))
+    yy, xx = _grid(size)
+    t = (np.cos(a) * xx - np.sin(a) * yy)[..., None] * 0.5 + 0.5  # 0 degrees: lighter rightwards
+    lo, hi = _tint(rng, rng.uniform(0.0, 0.35)), _tint(rng, rng.uniform(0.65, 1.0))
+    img = lo + t * (hi - lo)
+    img = img + rng.uniform(0.05, 0.2) * _smooth_noise(rng, size, int(rng.integers(3, 7)))
+    cv = _Canvas(_unit(img).astype(np.float32))
+    for _ in range(int(rng.integers(2, 6))):  # distractor shapes in random flat colours
+        cv.polygon(_regular(int(rng.integers(3, 7)), rng.uniform(0.1, 0.3), rng.uniform(0, _TAU))
+                   + rng.uniform(-0.8, 0.8, 2), _tint(rng, rng.uniform(0, 1)))  # fmt: skip
+    return _finish(cv.result(), rng)
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------
 
@@ -1239,7 +1456,38 @@ MORE_TARGET_TASKS: tuple[Domain, ...] = (
 """Eight more target tasks (four near, four far) for the larger ``diverse`` build; kept apart
 from ``TARGET_TASKS`` so that builds whose profile names no targets stay as they were."""
 
-_ALL: dict[str, Domain] = {d.name: d for d in SOURCE_DOMAINS + TARGET_TASKS + MORE_TARGET_TASKS}
+EXTRA_TARGET_TASKS: tuple[Domain, ...] = (
+    Domain("window_patterns", "target", _WINDOWS,
+           "Periodic patterns (rings, spokes, plaid, checker...) seen through a round window.",
+           near="textures", _renderer=_render_window),
+    Domain("blob_counts", "target", tuple(f"{n}_blobs" for n in range(1, 9)),
+           "Soft light blobs on a dark ground; class = how many (1-8).", near="blobs",
+           _renderer=_render_blob_count),
+    Domain("dot_shapes", "target", tuple(_DOT_SHAPES),
+           "New shapes (house, kite, hourglass...) filled with a lattice of dots.",
+           near="shapes", _renderer=_render_dot_shape),
+    Domain("tally_marks", "target", tuple(f"tally_{n}" for n in _TALLIES),
+           "Tally marks, fives struck through; class = the count.", near="dots",
+           _renderer=_render_tally),
+    Domain("bar_ratios", "target", tuple(f"ratio_{r:.2f}" for r in _BAR_RATIOS),
+           "Two parallel bars, left ends aligned; class = top length over bottom length.",
+           _renderer=_render_bar_ratio),
+    Domain("truchet_tiles", "target", _TRUCHET,
+           "Truchet tilings; class = tile (diagonal, arcs, triangles, halves) x random or "
+           "regular turns.", _renderer=_render_truchet),
+    Domain("angle_sizes", "target", tuple(f"angle_{a}deg" for a in _ANGLES),
+           "Two rays from a vertex, opening about upwards; class = the angle between them.",
+           _renderer=_render_angle),
+    Domain("gradient_directions", "target", tuple(f"lighter_{a}deg" for a in _GRADIENT_DIRS),
+           "Colour ramps under noise and distractor shapes; class = direction of lightening.",
+           _renderer=_render_gradient),
+)  # fmt: skip
+"""Eight further target tasks (four near, four far), appended to the ``diverse`` build's
+targets after ``MORE_TARGET_TASKS``."""
+
+_ALL: dict[str, Domain] = {
+    d.name: d for d in SOURCE_DOMAINS + TARGET_TASKS + MORE_TARGET_TASKS + EXTRA_TARGET_TASKS
+}
 
 
 def get_domain(name: str) -> Domain:

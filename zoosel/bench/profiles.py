@@ -4,8 +4,8 @@
 ``full`` is the larger build (at most a few hours on a 2-core CPU); ``tiny`` runs every
 step in a couple of minutes and is what the tests use; ``diverse`` adds a third
 architecture family (a small ViT), fine-tunes each family with its own recipe, keeps
-the few-shot regimes only and fine-tunes on 16 target tasks (the shipped 8 and
-``domains.MORE_TARGET_TASKS``).
+the few-shot regimes only and fine-tunes on 24 target tasks (the shipped 8,
+``domains.MORE_TARGET_TASKS`` and ``domains.EXTRA_TARGET_TASKS``).
 """
 
 from __future__ import annotations
@@ -82,8 +82,11 @@ DIVERSE_TARGETS = (
     "automata", "sprites", "weaves",
     "scene_relations", "palette_stripes", "dashed_curves", "rotation_orders", "barcodes",
     "segment_digits", "clock_hands", "cell_counts",
+    "window_patterns", "blob_counts", "dot_shapes", "tally_marks", "bar_ratios", "truchet_tiles",
+    "angle_sizes", "gradient_directions",
 )
-"""The ``diverse`` build's targets: ``domains.TARGET_TASKS`` then ``MORE_TARGET_TASKS``."""
+"""The ``diverse`` build's targets: ``domains.TARGET_TASKS``, ``MORE_TARGET_TASKS``, then
+``EXTRA_TARGET_TASKS``."""
 
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(
