@@ -167,6 +167,20 @@ def test_committed_joint_fit_is_reproduced():
         assert {t: c.label for t, c in again["single_picks"].items()} == fit["single_picks"]
 
 
+def test_shipped_default_is_the_committed_joint_fit():
+    """zoosel's default sort is the joint fit of the feature-only pool on every committed
+    build (the constants in zoosel.scorers.consensus follow benchmarks/results/selection-joint)."""
+    from pathlib import Path
+
+    from zoosel.bench.combination import Combination
+    from zoosel.scorers import consensus
+
+    root = Path(__file__).parent.parent / "benchmarks/results"
+    committed = json.loads((root / "selection-joint/fit.json").read_text())
+    shipped = Combination(consensus.METHOD, consensus.COMPONENTS).label
+    assert committed["pools"]["features"]["fit_all"] == shipped
+
+
 def test_one_build_fits_as_the_report_does():
     """With one build the joint fit is the single-build fit of `zoosel bench report`."""
     import copy

@@ -12,13 +12,15 @@ and ``consensus(m)`` is the mean of ``z_s(m)`` over the components m has. With
 pool-relative (it says where a model stands among these candidates).
 
 Which components and which standardisation were chosen by the benchmark, not by hand:
-``zoosel bench report`` searches every combination of one to three cheap feature-only
+``zoosel bench fit`` searches every combination of one to three cheap feature-only
 scores with either standardisation and keeps the one with the lowest mean top-1 regret +
-trials to best over the benchmark's targets; it reports that search with
-leave-one-target-out cross-validation (each held-out target is ranked by the combination
-chosen on the other targets), which is the honest estimate of what to expect on new data
-(``zoosel.bench.combination``). The constants below are the fit on every target of the
-committed benchmark (``benchmarks/results/selection``).
+trials to best over the targets of every committed benchmark build (the standard zoo and
+the three-family ``diverse`` zoo, each build weighted equally); it reports that search
+with leave-one-task-out cross-validation (each held-out task, in every build at once, is
+ranked by the combination chosen on the other tasks), which is the honest estimate of
+what to expect on new data (``zoosel.bench.combination``, ``zoosel.bench.joint``). The
+constants below are the fit on every task of both builds
+(``benchmarks/results/selection-joint``); 23 of its 24 folds choose the same.
 
 Cost: one feature extraction and the three components' own time (no gradients, no
 source head).
@@ -36,7 +38,7 @@ from zoosel.hookspecs import hookimpl
 from zoosel.types import Need, ScoreInputs, Scorer
 
 NAME = "consensus"
-COMPONENTS: tuple[str, ...] = ("sfda", "logme", "hscore_reg")
+COMPONENTS: tuple[str, ...] = ("logme", "linft", "gbc")
 """The component scores (fitted on the committed benchmark, see the module docstring)."""
 METHOD = "z"
 """How each component is standardised over the pool: ``z`` (z-score) or ``rank``."""
@@ -163,8 +165,8 @@ def register_scorers(register: Callable[[Scorer], None]) -> None:
         needs=frozenset({Need.FEATURES}),
         summary=f"zoosel's default: mean {'z-score' if METHOD == 'z' else 'rank position'} "
                 f"over the candidates of {', '.join(COMPONENTS)} (chosen on the benchmark "
-                "by leave-one-target-out cross-validation).",
-        reference="zoosel benchmark (benchmarks/results/selection/report.md)",
+                "builds by leave-one-task-out cross-validation).",
+        reference="zoosel benchmark (benchmarks/results/selection-joint/report.md)",
         cost="one extraction + the components' own time",
         pool_normalize=aggregate,
     ))
