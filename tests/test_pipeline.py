@@ -205,6 +205,7 @@ def test_stores_stay_within_their_budget():
 
 def test_thread_settings_and_device_defaults():
     assert preprocess.scoring_threads(250, 768, 2) == 1
+    assert preprocess.scoring_threads(500, 2048, 2) == 1
     assert preprocess.scoring_threads(5000, 2048, 2) == 2
     before = torch.get_num_threads()
     with torch_threads(1):

@@ -29,13 +29,15 @@ import numpy as np
 from zoosel.threads import one_torch_thread
 
 MAX_WORKERS = 8
-SMALL_SCORING = 200_000
+SMALL_SCORING = 1_100_000
 """Scoring inputs of at most this many values (samples x feature dimension) run on one
-torch thread. On such small matrices a second thread gains nothing on an idle machine
-(LogME and the linear probe at 250 x 768: same time), while on a busy one each parallel
-region waits for a descheduled thread and small scorers can take many times longer. From
-250 x 2048 on, 2 threads are faster on an idle machine, so the default stays. Figures:
-benchmarks/results/pipeline.md ("Thread settings per stage")."""
+torch thread. On such small matrices a second thread gains nothing on an idle machine,
+while on a busy one each parallel region waits for a descheduled thread and small
+scorers can take many times longer. The default sort's components (LogME, linft, GBC)
+are 1.45-2.7x slower on 2 threads than on 1 up to 500 x 2048, level at 1000 x 2048
+and faster beyond (benchmarks/results/confidence.md, "Thread threshold");
+the older figures for other scores: benchmarks/results/pipeline.md ("Thread settings
+per stage")."""
 
 
 # --- preprocessing signatures ----------------------------------------------------------------
