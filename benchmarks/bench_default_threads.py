@@ -17,8 +17,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import zoosel  # noqa: E402
 from _common import make_data  # noqa: E402
+
+import zoosel  # noqa: E402
 from zoosel.scorers import consensus  # noqa: E402
 
 SIZES = ((250, 768), (250, 2048), (500, 2048), (1000, 2048), (2500, 2048))
