@@ -253,17 +253,14 @@ def bench_size(n: int, d: int, c: int, args, rows: list[str]) -> None:
             f"d={sf.dim} ({sf.pca.method} PCA), score {sf.score:.6f}")
     if "pactran" in args.selected:
         bench_pactran(f, y, args, row, large)
-    if "etran" in args.selected:  # ETran
-        t, parts = timed(lambda: etran_components(f, y))
-        tn, ref = timed(lambda: naive_etran(fn, yn))
+    for name, fast, naive in (("etran", etran_components, naive_etran),
+                              ("ncti", ncti_components, naive_ncti)):
+        if name not in args.selected:
+            continue
+        t, parts = timed(lambda fast=fast: fast(f, y))
+        tn, ref = timed(lambda naive=naive: naive(fn, yn))
         diff = max(abs(parts[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in parts)
-        row("etran", t, tn, "full run", f"{diff:.1e} rel.",
-            ", ".join(f"{k} {v:.4g}" for k, v in parts.items()))
-    if "ncti" in args.selected:  # NCTI
-        t, parts = timed(lambda: ncti_components(f, y))
-        tn, ref = timed(lambda: naive_ncti(fn, yn))
-        diff = max(abs(parts[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in parts)
-        row("ncti", t, tn, "full run", f"{diff:.1e} rel.",
+        row(name, t, tn, "full run", f"{diff:.1e} rel.",
             ", ".join(f"{k} {v:.4g}" for k, v in parts.items()))
 
 

@@ -414,8 +414,9 @@ def _rank_candidates(
         config = {"dataset": target.fingerprint, "split": target.split, "sample": sample.key,
                   "scorers": list(chosen), "sketch": settings.sketch,
                   "source_data": list(source_data)}
-        if _options_of(chosen):  # absent otherwise: earlier run folders still resume
-            config["scorer_options"] = _options_of(chosen)
+        options = _options_of(chosen)
+        if options:  # absent otherwise: earlier run folders still resume
+            config["scorer_options"] = options
         if procs.is_main:
             run = RunDir(run_dir, config, fresh=fresh)
             finished = run.finished()
