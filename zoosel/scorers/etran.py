@@ -95,8 +95,7 @@ def lda_score(
 ) -> float:
     """Mean true-class posterior of the regularised Fisher/LDA classifier (SFDA stage 1)."""
     z, y, c, _ = reduced_features(features, labels, num_classes, max_dim=max_dim, seed=seed)
-    fit = fisher_lda(z, y, c)
-    return float(fit.posteriors.gather(1, y[:, None]).mean())
+    return fisher_lda(z, y, c).mean_true_posterior(y)
 
 
 def etran_components(

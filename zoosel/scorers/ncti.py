@@ -105,11 +105,10 @@ def ncti_components(
     fit = fisher_lda(z, y, c, shrinkage=lam)
     projected = (z - z.mean(dim=0)) @ fit.directions
     seli = nuclear_norm(projected)
-    posteriors = fit.posteriors
-    ncc = float(posteriors.gather(1, y[:, None]).mean())
+    ncc = fit.mean_true_posterior(y)
     order = torch.argsort(y, stable=True)
     counts = torch.bincount(y, minlength=c).tolist()
-    blocks = torch.split(posteriors[order], counts)
+    blocks = torch.split(fit.posteriors[order], counts)
     spread = sum(nuclear_norm(block) for block in blocks)
     vc = -math.log(spread)
     parts = {"seli": seli, "ncc": ncc, "vc": vc}
