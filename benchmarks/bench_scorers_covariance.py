@@ -182,17 +182,12 @@ def bench_size(n: int, d: int, c: int, reps: int, naive_classes: int) -> list[st
         rows.append(row)
 
     print(f"N={n} D={d} C={c}", flush=True)
-    timing = paired(lambda: hscore(f, y))
-    tn, vn = best_of(lambda: hscore_naive(f, y), 1)
-    add("hscore", timing, tn, vn, "all classes")
-
-    timing = paired(lambda: regularized_hscore(f, y))
-    tn, vn = best_of(lambda: hscore_reg_naive(f, y), 1)
-    add("hscore_reg", timing, tn, vn, "all classes")
-
-    timing = paired(lambda: gbc(f, y))
-    tn, vn = best_of(lambda: gbc_naive(f, y), 1)
-    add("gbc", timing, tn, vn, "all classes")
+    for name, fast, naive in (("hscore", hscore, hscore_naive),
+                              ("hscore_reg", regularized_hscore, hscore_reg_naive),
+                              ("gbc", gbc, gbc_naive)):
+        timing = paired(lambda fast=fast: fast(f, y))
+        tn, vn = best_of(lambda naive=naive: naive(f, y), 1)
+        add(name, timing, tn, vn, "all classes")
 
     timing = paired(lambda: transrate(f, y))
     z = f64 - f64.mean(dim=0)
