@@ -23,13 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import (  # noqa: E402
-    best_of,
-    load_average,
-    machine_line,
-    make_data,
-    write_results,
-)
+from _common import best_of, load_average, machine_line, make_data, write_results  # noqa: E402
 
 from zoosel.scorers.lfc import label_feature_correlation  # noqa: E402
 from zoosel.scorers.logme import logme_fit  # noqa: E402
