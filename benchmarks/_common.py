@@ -1,7 +1,9 @@
-"""What the scorer benchmarks share: their synthetic features, the timer, the machine name."""
+"""What the scorer benchmarks share: their synthetic features, the timer, the one-Gram
+reference, the machine and load lines of their results and the writing of them."""
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -32,6 +34,12 @@ def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return min(times), result
 
 
+def gram(f64: torch.Tensor) -> torch.Tensor:
+    """One float64 Gram of the features: F^T F when N > D, else F F^T."""
+    n, d = f64.shape
+    return f64.T @ f64 if n > d else f64 @ f64.T
+
+
 def cpu_model() -> str:
     """The CPU's model name, for the results' machine line."""
     try:
@@ -46,3 +54,22 @@ def cpu_model() -> str:
 def rel_diff(a: float, b: float) -> float:
     """|a - b| relative to the larger magnitude."""
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, two decimals each."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine_line() -> str:
+    """The results' machine line: CPU, cores, torch threads and versions."""
+    return (f"Machine: {cpu_model()}, {os.cpu_count()} logical cores "
+            f"(torch threads {torch.get_num_threads()}), torch {torch.__version__}, "
+            f"Python {platform.python_version()}, CPU only, float64 arithmetic.")
+
+
+def write_results(path: Path, text: str) -> None:
+    """Write a results file (its folder made if needed) and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")

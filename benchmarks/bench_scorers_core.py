@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import best_of, cpu_model, make_data  # noqa: E402
+from _common import best_of, load_average, machine_line, make_data, write_results  # noqa: E402
 
 from zoosel.scorers.lfc import label_feature_correlation  # noqa: E402
 from zoosel.scorers.logme import logme_fit  # noqa: E402
@@ -98,12 +96,9 @@ def main() -> None:
         f"Command: `.venv/bin/python benchmarks/bench_scorers_core.py"
         f"{' --quick' if args.quick else ''}`",
         "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} logical cores "
-        f"(torch threads {torch.get_num_threads()}), torch {torch.__version__}, "
-        f"Python {platform.python_version()}, CPU only, float64 arithmetic.",
+        machine_line(),
         "",
-        f"Load average when started (other jobs share this machine): "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+        f"Load average when started (other jobs share this machine): {load_average()}.",
         "",
         "Data: synthetic ReLU-like features with class structure, float32 in, "
         "N/C samples per class. Times are the best of the repeats shown.",
@@ -160,9 +155,7 @@ def main() -> None:
         "",
     ]
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text("\n".join(lines))
-        print(f"wrote {RESULTS}")
+        write_results(RESULTS, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,7 +35,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import best_of, cpu_model, make_data, rel_diff  # noqa: E402
+from _common import (  # noqa: E402
+    best_of,
+    gram,
+    load_average,
+    machine_line,
+    make_data,
+    rel_diff,
+    write_results,
+)
 
 from zoosel.scorers.feature_metrics import feature_sparsity  # noqa: E402
 from zoosel.scorers.gbc import gbc  # noqa: E402
@@ -148,9 +154,6 @@ def bench_size(n: int, d: int, c: int, reps: int, naive_classes: int) -> list[st
     f, y = make_data(n, d, c)
     f64 = f.double()
 
-    def gram() -> torch.Tensor:
-        return f64.T @ f64 if d <= n else f64 @ f64.T
-
     def paired(fn) -> tuple[float, float, float, object]:
         """Gram and ``fn`` timed alternately ``reps`` times (the load drifts).
 
@@ -159,7 +162,7 @@ def bench_size(n: int, d: int, c: int, reps: int, naive_classes: int) -> list[st
         """
         grams, times, ratios, value = [], [], [], None
         for _ in range(reps):
-            t_gram = best_of(gram, 1)[0]
+            t_gram = best_of(lambda: gram(f64), 1)[0]
             t_fn, value = best_of(fn, 1)
             grams.append(t_gram)
             times.append(t_fn)
@@ -179,17 +182,12 @@ def bench_size(n: int, d: int, c: int, reps: int, naive_classes: int) -> list[st
         rows.append(row)
 
     print(f"N={n} D={d} C={c}", flush=True)
-    timing = paired(lambda: hscore(f, y))
-    tn, vn = best_of(lambda: hscore_naive(f, y), 1)
-    add("hscore", timing, tn, vn, "all classes")
-
-    timing = paired(lambda: regularized_hscore(f, y))
-    tn, vn = best_of(lambda: hscore_reg_naive(f, y), 1)
-    add("hscore_reg", timing, tn, vn, "all classes")
-
-    timing = paired(lambda: gbc(f, y))
-    tn, vn = best_of(lambda: gbc_naive(f, y), 1)
-    add("gbc", timing, tn, vn, "all classes")
+    for name, fast, naive in (("hscore", hscore, hscore_naive),
+                              ("hscore_reg", regularized_hscore, hscore_reg_naive),
+                              ("gbc", gbc, gbc_naive)):
+        timing = paired(lambda fast=fast: fast(f, y))
+        tn, vn = best_of(lambda naive=naive: naive(f, y), 1)
+        add(name, timing, tn, vn, "all classes")
 
     timing = paired(lambda: transrate(f, y))
     z = f64 - f64.mean(dim=0)
@@ -233,7 +231,7 @@ def main() -> None:
     sizes = [(2500, 2048, 100), (10000, 2048, 100)]
     if args.quick:
         sizes = [(500, 256, 20)]
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     lines = [
         "# Scorer benchmark: H-score, regularised H-score, GBC, TransRate, feature "
         "sparsity, random",
@@ -241,9 +239,7 @@ def main() -> None:
         f"Command: `.venv/bin/python benchmarks/bench_scorers_covariance.py"
         f"{' --quick' if args.quick else ''}`",
         "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} logical cores "
-        f"(torch threads {torch.get_num_threads()}), torch {torch.__version__}, "
-        f"Python {platform.python_version()}, CPU only, float64 arithmetic.",
+        machine_line(),
         "",
         f"Load average when started (other jobs share this machine): {load}.",
         "",
@@ -259,9 +255,7 @@ def main() -> None:
     ]
     for n, d, c in sizes:
         lines += bench_size(n, d, c, args.repeats, args.naive_classes)
-    lines.append(
-        f"Load average when finished: {' '.join(f'{x:.2f}' for x in os.getloadavg())}."
-    )
+    lines.append(f"Load average when finished: {load_average()}.")
     lines += [
         "",
         "Notes. Targets: H-score, regularised H-score and GBC <= 3x one Gram, TransRate "
@@ -279,9 +273,7 @@ def main() -> None:
     ]
     lines.append("")
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text("\n".join(lines))
-        print(f"wrote {RESULTS}")
+        write_results(RESULTS, "\n".join(lines))
 
 
 if __name__ == "__main__":

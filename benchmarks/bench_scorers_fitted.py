@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,7 +39,7 @@ from scipy.special import logsumexp, softmax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import cpu_model, make_data  # noqa: E402
+from _common import gram, load_average, machine_line, make_data, write_results  # noqa: E402
 
 from zoosel.scorers.etran import etran_components  # noqa: E402
 from zoosel.scorers.ncti import ncti_components  # noqa: E402
@@ -69,8 +67,7 @@ def timed(fn, repeats: int = 1):
 
 def gram_time(f: torch.Tensor) -> float:
     g = f.double()
-    n, d = g.shape
-    return timed(lambda: g.T @ g if n > d else g @ g.T, 3)[0]
+    return timed(lambda: gram(g), 3)[0]
 
 
 # ------------------------------------------------------------------ naive versions
@@ -319,7 +316,7 @@ def main() -> None:
     if args.quick:
         sizes = [(500, 256, 20)]
 
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     rows: list[str] = []
     for n, d, c in sizes:
         bench_size(n, d, c, args, rows)
@@ -329,12 +326,10 @@ def main() -> None:
         f"Command: `.venv/bin/python benchmarks/bench_scorers_fitted.py"
         f"{''.join(' ' + a for a in sys.argv[1:])}`",
         "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} logical cores "
-        f"(torch threads {torch.get_num_threads()}), torch {torch.__version__}, "
-        f"Python {platform.python_version()}, CPU only, float64 arithmetic.",
+        machine_line(),
         "",
         f"Load average when started (other jobs share this machine): {load}; at the end: "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+        f"{load_average()}.",
         "",
         "Data: synthetic ReLU-like features with class structure (class means N(0, 1) per "
         "dimension, noise 1.5, clipped at 0), float32 in, N / C samples per class. "
@@ -353,9 +348,7 @@ def main() -> None:
     if args.scores and not args.quick and RESULTS.exists():
         text = _merge(RESULTS.read_text(), rows, lines[2], lines[4], lines[6])
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"wrote {RESULTS}")
+        write_results(RESULTS, text)
 
 
 def _merge(old: str, rows: list[str], command: str, machine: str, load: str) -> str:

@@ -46,7 +46,7 @@ from scipy.spatial.distance import cdist  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import best_of, cpu_model  # noqa: E402
+from _common import best_of, cpu_model, gram, load_average, write_results  # noqa: E402
 
 from zoosel.scorers import linear_probe as probe_mod  # noqa: E402
 from zoosel.scorers.knn import knn_credits, unit_rows  # noqa: E402
@@ -77,11 +77,6 @@ def make_data(n: int, d: int, c: int, signal: float = 0.25, seed: int = 0):
     noise = (rng.normal(size=(n, d)) * spec) @ basis.T
     f = np.maximum(means[y] + noise + 0.5 * spec[0], 0.0)
     return torch.from_numpy(f).to(torch.float32), torch.from_numpy(y)
-
-
-def gram(f64: torch.Tensor) -> torch.Tensor:
-    n, d = f64.shape
-    return f64.T @ f64 if n > d else f64 @ f64.T
 
 
 # --------------------------------------------------------------------------- kNN naive
@@ -225,8 +220,7 @@ def main() -> None:
         f"Python {platform.python_version()}, CPU only, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}.",
         "",
-        f"Load average when started (other jobs share this machine): "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+        f"Load average when started (other jobs share this machine): {load_average()}.",
         "",
         "Data: ReLU of power-law class means + power-law noise (see the script), float32 in, "
         "N / C samples per class. Gram = one float64 F^T F (N > D), best of 3. "
@@ -260,13 +254,11 @@ def main() -> None:
             *probe_rows,
         ]
         lines.append(
-            f"\nLoad average after threads={nt}: {' '.join(f'{x:.2f}' for x in os.getloadavg())}."
+            f"\nLoad average after threads={nt}: {load_average()}."
         )
     lines.append(NOTES)
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text("\n".join(lines) + "\n")
-        print(f"wrote {RESULTS}")
+        write_results(RESULTS, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -227,21 +227,6 @@ def rank(
     dataset: str,
     *,
     models: Sequence[str] = (),
-    hub_filter: Sequence[str] = (),
-    hub_search: str | None = None,
-    hub_author: str | None = None,
-    hub_limit: int | None = None,
-    hub_sort: str | None = None,
-    pipeline_tag: str | Sequence[str] | None = None,
-    library: str | None = None,
-    licenses: Sequence[str] = (),
-    min_params: int | str | None = None,
-    max_params: int | str | None = None,
-    include_gated: bool = False,
-    from_cache: bool = False,
-    listing_ttl: float | None = None,
-    timm_patterns: Sequence[str] = (),
-    local_dirs: Sequence[str] = (),
     scorers: Sequence[str] | None = None,
     scorer_options: Mapping[str, Mapping[str, str]] | None = None,
     sort_by: str | None = None,
@@ -268,12 +253,13 @@ def rank(
     precision: str = "auto",
     pipeline: bool = True,
     confidence: int | None = None,
+    **listing: Any,
 ) -> Ranking:
     """Rank candidate models for ``dataset``, best first.
 
     Candidates come from ``models`` (``source:ref``) and from every source's
-    listing (Hub filters, timm patterns, local folders; the listing arguments are
-    those of :func:`list_request`, and :func:`list_models` shows what they give
+    listing (Hub filters, timm patterns, local folders; ``listing`` takes the keyword
+    arguments of :func:`list_request`, and :func:`list_models` shows what they give
     without scoring). Each is extracted once
     on a seeded per-class sample (``per_class`` images of every class), scored
     by every chosen scorer, and sorted by ``sort_by`` (default: the first
@@ -327,14 +313,7 @@ def rank(
         confidence = default_replicates()
     if confidence < 0:
         raise UsageError("--confidence must be 0 (off) or a number of resamples.")
-    request = list_request(
-        hub_filter=hub_filter, hub_search=hub_search, hub_author=hub_author,
-        hub_limit=hub_limit, hub_sort=hub_sort, pipeline_tag=pipeline_tag, library=library,
-        licenses=licenses, min_params=min_params, max_params=max_params,
-        include_gated=include_gated, from_cache=from_cache, listing_ttl=listing_ttl,
-        timm_patterns=timm_patterns, local_dirs=local_dirs, cache_dir=cache_dir,
-        trust_remote_code=trust_remote_code,
-    )
+    request = list_request(**listing, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
     if not models and request.is_empty():
         raise UsageError(_NO_CANDIDATES)
     if per_class is not None and per_class < 1:

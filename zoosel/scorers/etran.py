@@ -62,6 +62,7 @@ __all__ = [
     "etran_components",
     "etran_pool_normalize",
     "min_max_pool",
+    "min_max_sum",
     "register_scorers",
 ]
 
@@ -94,8 +95,7 @@ def lda_score(
 ) -> float:
     """Mean true-class posterior of the regularised Fisher/LDA classifier (SFDA stage 1)."""
     z, y, c, _ = reduced_features(features, labels, num_classes, max_dim=max_dim, seed=seed)
-    fit = fisher_lda(z, y, c)
-    return float(fit.posteriors.gather(1, y[:, None]).mean())
+    return fisher_lda(z, y, c).mean_true_posterior(y)
 
 
 def etran_components(
@@ -138,24 +138,30 @@ def min_max_pool(
     return out
 
 
+def min_max_sum(
+    pool: Mapping[str, Mapping[str, float]],
+    components: tuple[str, ...],
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """Per candidate, sum_c weights[c] * minmax(component c) over ``components`` (weights
+    default to 1): the pool normalisation of ETran and NCTI."""
+    normalised = min_max_pool(pool, components)
+    return {cand: sum((1.0 if weights is None else weights[name]) * parts[name]
+                      for name in components)
+            for cand, parts in normalised.items()}
+
+
 def etran_pool_normalize(
     pool: Mapping[str, Mapping[str, float]], weights: Mapping[str, float] | None = None
 ) -> dict[str, float]:
     """ETran over a pool: sum_c weights[c] * minmax(component c); weights default to 1."""
-    weights = PAPER_WEIGHTS if weights is None else weights
-    normalised = min_max_pool(pool, COMPONENTS)
-    return {cand: sum(weights[name] * parts[name] for name in COMPONENTS)
-            for cand, parts in normalised.items()}
+    return min_max_sum(pool, COMPONENTS, PAPER_WEIGHTS if weights is None else weights)
 
 
 def _components(inputs: ScoreInputs) -> dict[str, float]:
     if inputs.features is None:
         raise ScoringError("ETran needs features.")
     return etran_components(inputs.features, inputs.labels, inputs.num_classes)
-
-
-def _pool(pool: dict[str, dict[str, float]]) -> dict[str, float]:
-    return etran_pool_normalize(pool)
 
 
 @hookimpl
@@ -170,6 +176,6 @@ def register_scorers(register: Callable[[Scorer], None]) -> None:
             "min-max normalised over the candidate pool.",
             reference="Gholami et al. 2023, ICCV, ETran (arXiv 2308.02027)",
             cost="O(N D) energy + SFDA's first stage",
-            pool_normalize=_pool,
+            pool_normalize=etran_pool_normalize,
         )
     )

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 
 from zoosel.errors import ScoringError
 from zoosel.hookspecs import hookimpl
-from zoosel.scorers.etran import min_max_pool
+from zoosel.scorers.etran import min_max_sum
 from zoosel.scorers.sfda import (
     SHRINKAGE_FLOOR,
     fisher_lda,
@@ -105,11 +105,10 @@ def ncti_components(
     fit = fisher_lda(z, y, c, shrinkage=lam)
     projected = (z - z.mean(dim=0)) @ fit.directions
     seli = nuclear_norm(projected)
-    posteriors = fit.posteriors
-    ncc = float(posteriors.gather(1, y[:, None]).mean())
+    ncc = fit.mean_true_posterior(y)
     order = torch.argsort(y, stable=True)
     counts = torch.bincount(y, minlength=c).tolist()
-    blocks = torch.split(posteriors[order], counts)
+    blocks = torch.split(fit.posteriors[order], counts)
     spread = sum(nuclear_norm(block) for block in blocks)
     vc = -math.log(spread)
     parts = {"seli": seli, "ncc": ncc, "vc": vc}
@@ -120,19 +119,13 @@ def ncti_components(
 
 def ncti_pool_normalize(pool: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """NCTI over a pool: the sum of the three min-max normalised terms."""
-    normalised = min_max_pool(pool, COMPONENTS)
-    return {cand: sum(parts[name] for name in COMPONENTS)
-            for cand, parts in normalised.items()}
+    return min_max_sum(pool, COMPONENTS)
 
 
 def _components(inputs: ScoreInputs) -> dict[str, float]:
     if inputs.features is None:
         raise ScoringError("NCTI needs features.")
     return ncti_components(inputs.features, inputs.labels, inputs.num_classes)
-
-
-def _pool(pool: dict[str, dict[str, float]]) -> dict[str, float]:
-    return ncti_pool_normalize(pool)
 
 
 @hookimpl
@@ -147,6 +140,6 @@ def register_scorers(register: Callable[[Scorer], None]) -> None:
             "posterior, class-wise collapse), min-max normalised over the pool.",
             reference="Wang et al. 2023, ICCV, NCTI (arXiv 2306.06409)",
             cost="Krylov PCA to 64 dims + O(N d^2 + d^3 + C^3)",
-            pool_normalize=_pool,
+            pool_normalize=ncti_pool_normalize,
         )
     )

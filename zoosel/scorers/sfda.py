@@ -283,6 +283,10 @@ class FisherFit:
     class_means: torch.Tensor
     priors: torch.Tensor
 
+    def mean_true_posterior(self, y: torch.Tensor) -> float:
+        """(1/N) sum_i p(y_i | x_i), the mean posterior of each sample's own class."""
+        return float(self.posteriors.gather(1, y[:, None]).mean())
+
 
 def adaptive_shrinkage(within: torch.Tensor) -> float:
     """lam = max(exp(-5 sigma_max(S_w)), 1e-10), the paper's data-driven shrinkage."""
@@ -425,7 +429,7 @@ def sfda_fit(
     others = (means.sum(dim=0) - means) / (c - 1)
     mixed = conf * z + (1.0 - conf) * others[y]
     second = fisher_lda(mixed, y, c, shrinkage=first.shrinkage)
-    score = float(second.posteriors.gather(1, y[:, None]).mean())
+    score = second.mean_true_posterior(y)
     if not math.isfinite(score):
         raise ScoringError("SFDA is not finite for these features.")
     return SFDAFit(score, z.shape[1], first, second, mixed, pca)

@@ -580,16 +580,7 @@ class FakeHub:
         *,
         library_name: str | None = None,
         pipeline_tag: str | None = None,
-        tags: Iterable[str] | None = None,
-        downloads: int = 0,
-        likes: int = 0,
-        created_at: str | _dt.datetime | None = None,
-        gated: bool | str = False,
-        private: bool = False,
-        trending_score: int = 0,
-        card_data: Mapping[str, Any] | None = None,
-        branch: str = "main",
-        commit_message: str | None = None,
+        **listing: Any,
     ) -> str:
         """Create (or push a new commit to) a model repo and return the commit sha.
 
@@ -600,25 +591,30 @@ class FakeHub:
         the YAML header of a ``README.md`` when not given explicitly, and the repo's tags include
         the library name and pipeline tag, as on the Hub.
 
-        ``created_at`` defaults to a deterministic clock (2024-01-01 plus one minute per push),
-        which also dates the commits. ``private`` repos are only visible to requests with an
-        ``Authorization`` header; the files of ``gated`` repos likewise.
+        ``listing`` takes ``tags``, ``downloads``, ``likes``, ``created_at``, ``gated``,
+        ``private``, ``trending_score``, ``card_data``, ``branch`` and ``commit_message``
+        (:meth:`_add_repo`). ``created_at`` defaults to a deterministic clock (2024-01-01 plus
+        one minute per push), which also dates the commits. ``private`` repos are only visible
+        to requests with an ``Authorization`` header; the files of ``gated`` repos likewise.
         """
-        return self._push(
-            "model", repo_id, files, branch=branch, commit_message=commit_message,
-            created_at=created_at,
-            meta=dict(
-                library_name=library_name, pipeline_tag=pipeline_tag, tags=list(tags or []),
-                downloads=downloads, likes=likes, gated=gated, private=private,
-                trending_score=trending_score,
-                card_data=dict(card_data) if card_data is not None else None,
-            ),
-        )
+        return self._add_repo("model", repo_id, files,
+                              {"library_name": library_name, "pipeline_tag": pipeline_tag},
+                              **listing)
 
-    def add_dataset(
+    def add_dataset(self, repo_id: str, files: Mapping[str, FileContent], **listing: Any) -> str:
+        """Create (or push a new commit to) a dataset repo and return the commit sha.
+
+        Same semantics and keywords as :meth:`add_model`, less ``library_name`` and
+        ``pipeline_tag``.
+        """
+        return self._add_repo("dataset", repo_id, files, {}, **listing)
+
+    def _add_repo(
         self,
+        repo_type: str,
         repo_id: str,
         files: Mapping[str, FileContent],
+        kind_meta: dict[str, Any],
         *,
         tags: Iterable[str] | None = None,
         downloads: int = 0,
@@ -631,16 +627,13 @@ class FakeHub:
         branch: str = "main",
         commit_message: str | None = None,
     ) -> str:
-        """Create (or push a new commit to) a dataset repo and return the commit sha.
-
-        Same semantics as :meth:`add_model`.
-        """
+        """:meth:`_push` with the listing metadata of any repo type after ``kind_meta``."""
         return self._push(
-            "dataset", repo_id, files, branch=branch, commit_message=commit_message,
+            repo_type, repo_id, files, branch=branch, commit_message=commit_message,
             created_at=created_at,
             meta=dict(
-                tags=list(tags or []), downloads=downloads, likes=likes, gated=gated,
-                private=private, trending_score=trending_score,
+                **kind_meta, tags=list(tags or []), downloads=downloads, likes=likes,
+                gated=gated, private=private, trending_score=trending_score,
                 card_data=dict(card_data) if card_data is not None else None,
             ),
         )
