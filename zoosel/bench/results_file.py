@@ -6,6 +6,8 @@ its scorer (:attr:`zoosel.types.Scorer.version`, options included, e.g.
 ``"2+solver=logistic"``). A score whose recorded version differs from the installed
 scorer's is *stale*: its values are those of another computation. Results written before
 the versions were recorded have no such key; their stale scores cannot be told apart.
+Version ``"0"``, recorded afterwards for such results, means: computed before the scorer
+had versions, by a computation that is not its version 1.
 """
 
 from __future__ import annotations
