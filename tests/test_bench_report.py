@@ -203,7 +203,7 @@ def test_stale_scores_are_marked_and_versions_kept(tmp_path, monkeypatch):
     first = R.write_report(res, tmp_path / "old")
     md = first["report.md"].read_text()
     reason = f"leep (results have version 0, installed {installed['leep']})"
-    assert "- scorer versions: recorded; **stale**, " in md and reason in md
+    assert f"- scorer versions: recorded; **stale**: {reason}. A stale score" in md
     head = R.headline_markdown(json.loads(first["results.json"].read_text()))
     assert [r.split(" | ")[0] for r in head.splitlines()[2:6]] == [
         "| leep (stale)", "| lfc", "| linft", "| random"]

@@ -198,9 +198,9 @@ def _versions_line(check: VersionCheck) -> str:
                 "computed by an older version of its scorer cannot be told apart)")
     if not check.stale:
         return f"recorded; {check.summary()}"
-    return (f"recorded; **stale**, computed by another version of their scorer than the "
-            f"installed one (rows marked{STALE_MARK}; `zoosel bench fit` leaves them out): "
-            f"{check.summary().removeprefix('left out: ')}")
+    return (f"recorded; {check.summary('**stale**')}. A stale score was computed by another "
+            f"version of its scorer than the installed one: its rows are marked{STALE_MARK}, "
+            "and `zoosel bench fit` leaves it out.")
 
 
 def _label(scorer: str, stale: Collection[str]) -> str:

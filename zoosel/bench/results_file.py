@@ -111,14 +111,15 @@ class VersionCheck:
         return {name: f"results have version {old}, installed {new}"
                 for name, (old, new) in self.stale.items()}
 
-    def summary(self) -> str:
-        """One line: what was left out and why, or that nothing could be checked."""
+    def summary(self, stale_label: str = "left out") -> str:
+        """One line: the stale scores after ``stale_label`` with the reason, the scores
+        that could not be checked, or that the results record no versions."""
         if not self.recorded:
             return "versions not recorded"
         parts = []
         if self.stale:
-            parts.append("left out: " + "; ".join(f"{n} ({r})"
-                                                  for n, r in self.reasons().items()))
+            parts.append(f"{stale_label}: " + "; ".join(f"{n} ({r})"
+                                                       for n, r in self.reasons().items()))
         if self.unrecorded:
             parts.append(f"version not recorded for {', '.join(self.unrecorded)}")
         if self.not_installed:

@@ -114,8 +114,8 @@ def is_current(path: Path, digests: Mapping[str, str | None],
                versions: Mapping[str, str] | None = None) -> bool:
     """Whether the scoring result at ``path`` exists and was computed on exactly the
     members of ``digests`` with those weights (members without a digest not compared)
-    and, when ``versions`` are given, with those scorer versions (results written before
-    versions were recorded are not compared)."""
+    and, when ``versions`` are given, by exactly those scorers at those versions (results
+    written before versions were recorded are not compared)."""
     if not path.is_file():
         return False
     try:
