@@ -89,6 +89,89 @@ def test_a_score_masked_on_one_build():
         joint.build_from_results(_results("std"), "std", exclude=["knn"])
 
 
+def _versioned(profile: str, **versions: str) -> dict:
+    return {**_results(profile), "scorer_versions": versions}
+
+
+def _installed(name: str) -> str:
+    import zoosel
+
+    return zoosel.list_scorers()[name].version
+
+
+def test_a_stale_score_is_left_out_as_an_exclusion_would():
+    now = _installed("sfda")
+    build = joint.build_from_results(_versioned("std", sfda="0", logme=_installed("logme")),
+                                     "std")
+    assert build.stale == {"sfda": f"results have version 0, installed {now}"}
+    assert build.versions_recorded and build.excluded == ()
+    assert build.versions_note == f"left out: sfda (results have version 0, installed {now})"
+    excluded = joint.build_from_results(_results("std"), "std", exclude=["sfda"])
+    assert build.tasks == excluded.tasks
+    assert all("sfda" not in e["scores"] for r in build.tasks.values() for e in r.values())
+    # explicitly excluded as well: no error, left out once
+    both = joint.build_from_results(_versioned("std", sfda="0"), "std", exclude=["sfda"])
+    assert both.tasks == excluded.tasks and both.excluded == ("sfda",)
+    current = joint.build_from_results(_versioned("std", sfda=now, logme=_installed("logme")),
+                                       "std")
+    assert current.stale == {} and current.tasks == joint.build_from_results(
+        _results("std"), "std").tasks
+    assert current.versions_note == "every score at the installed scorer's version"
+
+
+def test_results_without_versions_keep_every_score():
+    build = joint.build_from_results(_results("std"), "std")
+    assert not build.versions_recorded and build.stale == {}
+    assert build.versions_note == "versions not recorded"
+    assert set(build.tasks["a"]["5-shot"]["scores"]) == {"sfda", "logme"}
+    # recorded for some scores only: the others are kept and named
+    part = joint.build_from_results(_versioned("std", logme=_installed("logme")), "std")
+    assert part.stale == {} and set(part.tasks["a"]["5-shot"]["scores"]) == {"sfda", "logme"}
+    assert part.versions_note == "version not recorded for sfda"
+    # a score no installed scorer has is kept and named
+    other = _versioned("std", sfda=_installed("sfda"), logme="1", mine="3")
+    other["tasks"]["a"]["5-shot"]["scores"]["mine"] = dict(SFDA)
+    assert "not installed here: mine" in joint.build_from_results(other, "std").versions_note
+
+
+def test_versions_with_options_and_merging():
+    import zoosel
+    from zoosel.bench.results_file import installed_version, merge_versions
+
+    probe = zoosel.list_scorers()["linear_probe"]
+    tagged = probe.with_options({"solver": "logistic"}).version
+    assert tagged == f"{probe.version}+solver=logistic"
+    assert installed_version(probe, tagged) == tagged  # the same setting: current
+    assert installed_version(probe, "0+solver=logistic") == tagged  # stale
+    assert installed_version(probe, "0+solver=nope") == probe.version
+    assert installed_version(probe, "0") == probe.version
+    assert merge_versions([{"a": "1", "b": "2"}, {"a": "1", "b": "2"}]) == {"a": "1", "b": "2"}
+    assert merge_versions([{"a": "1", "b": "2"}, {"a": "1"}]) == {"a": "1"}
+    assert merge_versions([{"a": "2"}, {"a": "1"}]) == {"a": "mixed: 1, 2"}
+    assert merge_versions([{"a": "1"}, None]) == {} and merge_versions([]) == {}
+
+
+def test_cli_fit_says_what_it_left_out(tmp_path):
+    std = tmp_path / "std.json"
+    std.write_text(json.dumps(_versioned("std", sfda="0", logme=_installed("logme"))))
+    div = _write(tmp_path, "div")
+    out = tmp_path / "joint"
+    result = CliRunner().invoke(cli, ["bench", "fit", "--results", f"std={std}", "--results",
+                                      div, "--pool", "sfda,logme", "--out", str(out),
+                                      "--resamples", "20"])
+    assert result.exit_code == 0, result.output
+    reason = f"sfda (results have version 0, installed {_installed('sfda')})"
+    assert f"std: left out: {reason}" in result.output
+    assert ("div: versions not recorded (stale scores cannot be told apart; --exclude "
+            "div:SCORE leaves one out)") in result.output
+    record = json.loads((out / "fit.json").read_text())
+    assert record["builds"][0]["stale"] == {"sfda": reason[6:-1]}
+    assert record["builds"][0]["excluded"] == [] and record["builds"][1]["stale"] == {}
+    assert record["pools"]["sfda,logme"]["masked"] == {"std": ["sfda"], "div": []}
+    text = (out / "report.md").read_text()
+    assert f"| {reason} | recorded |" in text and "| none | not recorded |" in text
+
+
 def test_named_pools_and_errors():
     assert joint.resolve_pool("features")[1] == joint.FEATURE_POOL
     assert joint.resolve_pool("features+grad")[1][-1] == "linft_grad"
@@ -158,8 +241,11 @@ def test_committed_joint_fit_is_reproduced():
     root = Path(__file__).parent.parent / "benchmarks/results"
     committed = json.loads((root / "selection-joint/fit.json").read_text())
     builds = joint.load_builds(
-        [(b["name"], root.parent.parent / b["source"]) for b in committed["builds"]],
-        {b["name"]: b["excluded"] for b in committed["builds"] if b["excluded"]})
+        [(b["name"], root.parent.parent / b["source"]) for b in committed["builds"]])
+    # NLEEP's values in the standard build predate its fix: the versions recorded there
+    # leave it out, as --exclude standard:nleep did
+    assert "nleep" in {b.name: b.stale for b in builds}["standard"]
+    assert all(b.versions_recorded for b in builds)
     for label, fit in committed["pools"].items():
         again = joint.fit_pool(builds, joint.resolve_pool(label)[1])
         assert again["fit_all"].label == fit["fit_all"]
@@ -204,6 +290,9 @@ def test_malformed_results_are_refused_with_a_message():
     bad = _results("std")
     del bad["tasks"]["a"]["5-shot"]["accuracy"]
     with pytest.raises(UsageError, match="has no 'accuracy'"):
+        joint.build_from_results(bad, "std")
+    bad = {**_results("std"), "scorer_versions": ["sfda"]}
+    with pytest.raises(UsageError, match="must map score names to version strings"):
         joint.build_from_results(bad, "std")
     odd = _results("std")
     odd["tasks"]["a"]["5-shot"]["scores"]["sfda"]["m3"] = None  # NaN written as null

@@ -186,6 +186,37 @@ def test_no_generalist_and_odd_metadata(tmp_path, monkeypatch):
     assert "| m0 | convnext | imagenet | scratch |  |" in md
 
 
+def test_stale_scores_are_marked_and_versions_kept(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import zoosel
+    from zoosel.cli import bench_commands, cli  # noqa: F401  (registers `bench`)
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # markdown only, for speed
+    installed = {s: zoosel.list_scorers()[s].version for s in SELECTORS}
+    md = R.write_report(_results(), tmp_path / "none")["report.md"].read_text()
+    assert "- scorer versions: not recorded (" in md and "(stale)" not in md
+    current = R.write_report({**_results(), "scorer_versions": installed}, tmp_path / "now")
+    assert ("- scorer versions: recorded; every score at the installed scorer's version"
+            in current["report.md"].read_text())
+    res = {**_results(), "scorer_versions": {**installed, "leep": "0"}}
+    first = R.write_report(res, tmp_path / "old")
+    md = first["report.md"].read_text()
+    reason = f"leep (results have version 0, installed {installed['leep']})"
+    assert f"- scorer versions: recorded; **stale**: {reason}. A stale score" in md
+    head = R.headline_markdown(json.loads(first["results.json"].read_text()))
+    assert [r.split(" | ")[0] for r in head.splitlines()[2:6]] == [
+        "| leep (stale)", "| lfc", "| linft", "| random"]
+    assert "\n| leep (stale) | " in md.split("\n### 5-shot\n")[1]  # the regime table too
+    out = tmp_path / "again"
+    result = CliRunner().invoke(cli, ["bench", "report", "--from-results",
+                                      str(first["results.json"]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / "results.json").read_text())
+    assert again["scorer_versions"] == res["scorer_versions"]
+    assert reason in (out / "report.md").read_text()
+
+
 def test_nan_formatting():
     assert R._fmt_ci({"mean": None, "ci_low": None, "ci_high": None}, "spearman") == "n/a"
     cell = {"mean": 0.5, "ci_low": 0.25, "ci_high": 0.75, "n_tasks": 2, "n_total": 3}

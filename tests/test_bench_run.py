@@ -138,6 +138,32 @@ def test_report_files_and_headline(tiny: Bench) -> None:
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
+def test_scorer_versions_are_recorded_and_a_changed_version_is_scored_again(
+        tiny: Bench) -> None:
+    import zoosel
+
+    installed = {n: zoosel.list_scorers()[n].version for n in tiny.profile.scorers}
+    results = json.loads((tiny.root / "report" / "results.json").read_text())
+    assert results["scorer_versions"] == installed
+    path = tiny.root / "scores" / "sprites__5-shot.json"
+    record = json.loads(path.read_text())
+    assert record["versions"] == installed
+    # the pair was scored with another logme: only it is to go, and scoring redoes it
+    path.write_text(json.dumps({**record, "versions": {**installed, "logme": "0"}}))
+    assert ("score", len(tiny.scoring_jobs()) - 1) == next(
+        (step, done) for step, done, _, _ in tiny.status() if step == "score")
+    stamps = {p: p.stat().st_mtime_ns for p in (tiny.root / "scores").glob("*.json")}
+    tiny.score()
+    again = json.loads(path.read_text())
+    assert again["versions"] == installed and again["scores"] == record["scores"]
+    assert [p for p, t in stamps.items() if p.stat().st_mtime_ns != t] == [path]
+    # a result written before versions were recorded is kept as it is
+    path.write_text(json.dumps({k: v for k, v in record.items() if k != "versions"}))
+    tiny.score()
+    assert "versions" not in json.loads(path.read_text())
+    path.write_text(json.dumps(record))
+
+
 def test_a_second_run_does_no_work_and_an_interrupted_one_resumes(tiny: Bench) -> None:
     store = groundtruth.Store(tiny.root)
     lines = store.path.read_text().splitlines()

@@ -11,11 +11,14 @@ one search (:mod:`zoosel.bench.combination`):
   and regimes it was run with, not how much its zoo counts: weighing by pairs would let
   the build with more regimes (or, later, more targets) choose the default for every
   zoo. Within a build each (task, regime) counts once;
-* a score can be masked on a build (``exclude``), e.g. one whose committed values predate
-  a fix: it is removed from that build's pairs. A combination that uses it is then
-  judged on that build by its other components (as ``consensus`` ranks when a component
-  fails), and a single masked score is not a candidate. A pool score missing from some
-  pair of a build is masked on that build the same way.
+* a score can be masked on a build (``exclude``): it is removed from that build's pairs.
+  A score is masked so without asking when it is *stale*: the scorer version the results
+  record for it (:mod:`zoosel.bench.results_file`) is not the installed scorer's, so its
+  values are another computation's (results that record no versions keep every score).
+  A combination that uses a masked score is then judged on that build by its other
+  components (as ``consensus`` ranks when a component fails), and a single masked score
+  is not a candidate. A pool score missing from some pair of a build is masked on that
+  build the same way.
 
 Rows, per build and for all builds together (a task's metric averaged over the builds
 that have it), per regime: ``loto:consensus`` (each task ranked by the combination chosen
@@ -44,12 +47,15 @@ from zoosel.bench.metrics import (
     regime_sort_key,
     scorer_metrics,
 )
+from zoosel.bench.results_file import check_results, check_versions, load_results
 from zoosel.errors import UsageError
 from zoosel.scorers import consensus
+from zoosel.types import Scorer
 
 FEATURE_POOL: tuple[str, ...] = (*combination.POOL, "nleep")
 """The single-build pool and NLEEP (a Gaussian mixture on the features), which the
-single-build fit leaves out while the standard build's values predate its fix."""
+single-build fit leaves out while the standard build's values predate its fix (stale
+there, so masked on that build)."""
 GRADIENT_POOL: tuple[str, ...] = (*FEATURE_POOL, "linft_grad")
 """With ``linft_grad``, which needs gradient sketches (about 2.3-2.7x one extraction on
 the committed builds): an option, not the default pool."""
@@ -73,29 +79,35 @@ class Build:
     """``tasks[task][regime]`` (regimes that are not ablations), measured scores only."""
     generalist: str = ""
     excluded: tuple[str, ...] = ()
+    """Scores left out as asked (``--exclude``)."""
     source: str = ""
     regimes: list[str] = field(default_factory=list)
+    stale: dict[str, str] = field(default_factory=dict)
+    """Scores left out because the results record another version than the installed
+    scorer's: ``{score: "results have version 1, installed 2"}``."""
+    versions_recorded: bool = False
+    """Whether the results record scorer versions (stale scores can be told apart)."""
+    versions_note: str = "versions not recorded"
+    """What the scorer versions say about this build, in one line."""
 
 
 def build_from_results(results: Mapping[str, Any], name: str,
-                       exclude: Sequence[str] = (), source: str = "") -> Build:
+                       exclude: Sequence[str] = (), source: str = "",
+                       installed: Mapping[str, Scorer] | None = None) -> Build:
     """A :class:`Build` from a results dict (written or not): the rows an evaluation
-    derived, the ablation regimes and the ``exclude`` scores are left out."""
-    if not isinstance(results, Mapping) or not isinstance(results.get("tasks"), Mapping):
-        raise UsageError(f"build {name!r}: results need 'tasks'.")
+    derived, the ablation regimes, the ``exclude`` scores and the stale ones (their
+    recorded version is not the ``installed`` scorer's; default: the registered
+    scorers) are left out."""
+    results = check_results(results, f"build {name!r}")
+    versions = check_versions(results, installed)
     derived = set(results.get("derived_scores") or ())
     ablations = set(results.get("ablations") or ())
-    dropped = derived | set(exclude)
+    dropped = derived | set(exclude) | set(versions.stale)
     tasks: dict[str, dict[str, dict[str, Any]]] = {}
     for task, regimes in results["tasks"].items():
-        if not isinstance(regimes, Mapping):
-            raise UsageError(f"build {name!r}: tasks[{task!r}] is not a mapping of regimes.")
         for regime, entry in regimes.items():
             if regime in ablations:
                 continue
-            if not isinstance(entry, Mapping) or not isinstance(entry.get("accuracy"), Mapping):
-                raise UsageError(f"build {name!r}: tasks[{task!r}][{regime!r}] has no "
-                                 "'accuracy'.")
             scores = {s: {m: float(x) for m, x in v.items()  # null (NaN) as missing
                           if isinstance(x, (int, float)) and not isinstance(x, bool)}
                       for s, v in (entry.get("scores") or {}).items()
@@ -106,14 +118,16 @@ def build_from_results(results: Mapping[str, Any], name: str,
     if not tasks:
         raise UsageError(f"build {name!r} has no (task, regime) pair.")
     present = {s for regimes in results["tasks"].values() for e in regimes.values()
-               if isinstance(e, Mapping) for s in (e.get("scores") or {})}
+               for s in (e.get("scores") or {})}
     unknown = sorted(set(exclude) - present)
     if unknown:
         raise UsageError(f"build {name!r} has no score {', '.join(unknown)} to leave out; "
                          f"its scores: {', '.join(sorted(present - derived))}.")
     regimes = sorted({r for t in tasks.values() for r in t}, key=regime_sort_key)
     return Build(name=name, tasks=tasks, generalist=str(results.get("generalist") or ""),
-                 excluded=tuple(sorted(set(exclude))), source=source, regimes=regimes)
+                 excluded=tuple(sorted(set(exclude))), source=source, regimes=regimes,
+                 stale=versions.reasons(), versions_recorded=versions.recorded,
+                 versions_note=versions.summary())
 
 
 def build_name(results: Mapping[str, Any], path: Path) -> str:
@@ -125,8 +139,6 @@ def load_builds(paths: Sequence[tuple[str | None, Path]],
                 exclude: Mapping[str, Sequence[str]] | None = None) -> list[Build]:
     """The builds of written ``results.json`` files, each ``(name or None, path)``
     (default name: :func:`build_name`), with ``exclude[name]`` scores left out."""
-    from zoosel.bench.report import load_results
-
     exclude = dict(exclude or {})
     builds = []
     for given, path in paths:
@@ -279,7 +291,8 @@ def fit_builds(builds: Sequence[Build], pools: Sequence[str] = DEFAULT_POOLS, *,
     record: dict[str, Any] = {
         "builds": [{"name": b.name, "source": b.source, "tasks": sorted(b.tasks),
                     "regimes": b.regimes, "pairs": sum(len(r) for r in b.tasks.values()),
-                    "excluded": list(b.excluded), "generalist": b.generalist}
+                    "excluded": list(b.excluded), "stale": dict(b.stale),
+                    "versions_recorded": b.versions_recorded, "generalist": b.generalist}
                    for b in builds],
         "objective": combination.OBJECTIVE, "weighting": WEIGHTING,
         "max_size": combination.MAX_SIZE, "methods": list(consensus.METHODS),
@@ -414,6 +427,14 @@ def _key_margins(pools: Mapping[str, Any]) -> list[str]:
                  "vs the best single score"], rows), ""]
 
 
+def _left_out(build: Mapping[str, Any]) -> str:
+    """The scores left out of a build's record: excluded, then stale with the reason."""
+    stale = build.get("stale") or {}
+    parts = [n for n in build["excluded"] if n not in stale]
+    parts += [f"{n} ({reason})" for n, reason in stale.items()]
+    return "; ".join(parts) or "none"
+
+
 def markdown(record: Mapping[str, Any], command: str = "") -> str:
     """The report of :func:`fit_builds` (markdown)."""
     from zoosel.bench.report import _fmt, _table
@@ -422,11 +443,17 @@ def markdown(record: Mapping[str, Any], command: str = "") -> str:
     lines = ["# Default selector fitted on several benchmark builds", ""]
     if command:
         lines += ["Command:", "", f"    {command}", ""]
-    lines += _table(["Build", "results", "tasks", "regimes", "pairs", "scores left out"],
+    lines += _table(["Build", "results", "tasks", "regimes", "pairs", "scores left out",
+                     "scorer versions"],
                     [[b["name"], f"`{b['source']}`" if b["source"] else "",
                       str(len(b["tasks"])), ", ".join(b["regimes"]), str(b["pairs"]),
-                      ", ".join(b["excluded"]) or "none"] for b in record["builds"]])
+                      _left_out(b), "recorded" if b.get("versions_recorded") else
+                      "not recorded"] for b in record["builds"]])
     lines += [
+        "",
+        "A score whose version recorded in a build's results differs from the installed "
+        "scorer's is stale: it is left out of that build (as `--exclude` does). A build "
+        "without recorded versions keeps every score but those excluded.",
         "",
         f"Search: every single score of the pool and every z- or rank-average of 2 to "
         f"{record['max_size']} of them. Objective: {record['objective']}; "

@@ -30,6 +30,9 @@ Results dict (JSON-able). Required input, produced by the pipeline::
                "source_accuracy": float, "build_seconds": float, ...}],  # extra keys shown
       "build": {"<stage>": seconds},              # build times of the benchmark stages
       "meta": {"<key>": value},                   # free-form, listed at the top
+      "scorer_versions": {"<scorer>": "<version>"},  # as used in the build: a score
+                                                   # whose installed scorer has another
+                                                   # version is marked stale
     }
 
 Derived keys, added by :func:`zoosel.bench.metrics.evaluate_benchmark` when ``aggregates``
@@ -48,11 +51,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from zoosel.bench.metrics import METRICS, evaluate_benchmark, regime_sort_key
+from zoosel.bench.results_file import VersionCheck, check_versions, load_results
 from zoosel.errors import UsageError
 
 HEADLINE_REGIMES: tuple[str, ...] = ("5-shot", "20-shot", "full")
@@ -183,19 +187,42 @@ def _oracle(results: Mapping[str, Any], regime: str) -> Mapping[str, Any] | None
 # --------------------------------------------------------------------------- markdown
 
 
-def headline_markdown(results: Mapping[str, Any]) -> str:
+STALE_MARK = " (stale)"
+"""Appended to the row of a score computed by another version of its scorer."""
+
+
+def _versions_line(check: VersionCheck) -> str:
+    """The report's line on the scorer versions the results record."""
+    if not check.recorded:
+        return ("not recorded (results written before zoosel recorded them: a score "
+                "computed by an older version of its scorer cannot be told apart)")
+    if not check.stale:
+        return f"recorded; {check.summary()}"
+    return (f"recorded; {check.summary('**stale**')}. A stale score was computed by another "
+            f"version of its scorer than the installed one: its rows are marked{STALE_MARK}, "
+            "and `zoosel bench fit` leaves it out.")
+
+
+def _label(scorer: str, stale: Collection[str]) -> str:
+    return f"{scorer}{STALE_MARK}" if scorer in stale else scorer
+
+
+def headline_markdown(results: Mapping[str, Any], stale: Collection[str] | None = None) -> str:
     """The headline table: selectors x (Spearman, weighted tau, trials, top-3 gain) per regime.
 
     Uses the regimes 5-shot, 20-shot and full that are present (all regimes if none is).
-    Cells are the mean over tasks with the bootstrap 95% interval.
+    Cells are the mean over tasks with the bootstrap 95% interval. Rows of ``stale``
+    scores (default: those :func:`zoosel.bench.results_file.check_versions` finds) are
+    marked.
     """
     res = _evaluated(results)
+    stale = check_versions(res).stale if stale is None else stale
     regimes = [r for r in _regimes(res) if r in HEADLINE_REGIMES] or _regimes(res)
     agg = res.get("aggregates", {})
     header = ["Selector"] + [f"{LABELS[m]}, {r}" for r in regimes for m in HEADLINE_METRICS]
     rows = []
     for scorer in _scorers(res):
-        row = [scorer]
+        row = [_label(scorer, stale)]
         for r in regimes:
             cells = agg.get(r, {}).get(scorer, {})
             row += [_fmt_ci(cells.get(m), m) for m in HEADLINE_METRICS]
@@ -214,11 +241,12 @@ def headline_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join([*_table(header, rows), "", note]) + "\n"
 
 
-def _regime_section(res: Mapping[str, Any], regime: str) -> list[str]:
+def _regime_section(res: Mapping[str, Any], regime: str, stale: Collection[str] = ()
+                    ) -> list[str]:
     agg = res["aggregates"].get(regime, {})
     header = ["Selector", *(LABELS[m] for m in METRICS)]
-    rows = [[s, *(_fmt_ci(agg[s].get(m), m) for m in METRICS)] for s in _scorers(res)
-            if s in agg]
+    rows = [[_label(s, stale), *(_fmt_ci(agg[s].get(m), m) for m in METRICS)]
+            for s in _scorers(res) if s in agg]
     return [f"### {regime}", "", *_table(header, rows), ""]
 
 
@@ -506,11 +534,13 @@ def render_markdown(results: Mapping[str, Any], figures: Sequence[str] = (), not
     """The whole ``report.md`` text; ``figures`` are paths relative to the report."""
     res = _evaluated(results)
     s = res.get("settings", {})
+    versions = check_versions(res)
     lines = ["# zoosel model-selection benchmark", ""]
     meta = res.get("meta") or {}
     for k in sorted(meta):
         lines.append(f"- {k}: {meta[k]}")
     lines += [
+        f"- scorer versions: {_versions_line(versions)}",
         f"- generalist: `{res.get('generalist')}`",
         f"- tasks: {', '.join(sorted(res['tasks']))}",
         f"- regimes: {', '.join(_regimes(res))}",
@@ -520,7 +550,7 @@ def render_markdown(results: Mapping[str, Any], figures: Sequence[str] = (), not
         "",
         "## Headline",
         "",
-        headline_markdown(res),
+        headline_markdown(res, versions.stale),
         blind_markdown(res),
         *_family_section(res),
         "## Metrics per regime",
@@ -531,7 +561,7 @@ def render_markdown(results: Mapping[str, Any], figures: Sequence[str] = (), not
     ]
     for regime in _regimes(res):
         if regime in res["aggregates"]:
-            lines += _regime_section(res, regime)
+            lines += _regime_section(res, regime, versions.stale)
     lines += ["## Per task", ""]
     for regime in _regimes(res):
         for task in sorted(res["tasks"]):
@@ -699,20 +729,6 @@ def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
     paths["report.md"] = report
     paths["results.json"] = data
     return dict(sorted(paths.items()))
-
-
-def load_results(path: Path) -> dict[str, Any]:
-    """A written ``results.json``, checked to be one (:class:`UsageError` otherwise)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, IsADirectoryError) as exc:
-        raise UsageError(f"{path} does not exist or is not a file.") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
-        raise UsageError(f"{path} is not a benchmark results file (no 'tasks').")
-    return data
 
 
 def rewrite_report(results_file: Path, out_dir: Path | None = None) -> dict[str, Path]:

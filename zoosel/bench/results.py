@@ -8,6 +8,7 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 from zoosel.bench import groundtruth, nets, selectors
+from zoosel.bench.results_file import SCORER_VERSIONS, merge_versions
 
 if TYPE_CHECKING:
     from zoosel.bench.run import Bench
@@ -26,12 +27,14 @@ def collect(bench: Bench) -> dict[str, Any]:
     truth = groundtruth.table(records)
     tasks: dict[str, dict[str, Any]] = {}
     regimes: list[str] = []
+    versions: list[dict[str, str] | None] = []
     for job in bench.scoring_jobs():
         path = bench.root / "scores" / f"{job.name}.json"
         gt = truth.get(f"{job.task}/{job.regime}")
         if gt is None or not path.is_file():
             continue
         scored = json.loads(path.read_text())
+        versions.append(scored.get("versions"))
         scores = {name: {m: v for m, v in values.items() if m in gt["accuracy"]}
                   for name, values in scored["scores"].items()}
         entry: dict[str, Any] = {
@@ -66,7 +69,9 @@ def collect(bench: Bench) -> dict[str, Any]:
     if trained:  # survives interruptions, unlike the step's wall time
         build["zoo training, sum over members (one thread each)"] = float(sum(trained))
     profile = bench.profile
+    recorded = merge_versions(versions)
     return {
+        **({SCORER_VERSIONS: recorded} if recorded else {}),
         "generalist": bench.generalist_name() or "",
         "tasks": tasks,
         "regimes": regimes,

@@ -205,9 +205,9 @@ class Bench:
         if not self.models:
             for d in {*self.sources, None}:
                 self.data.source_folder(d)
-        digests = self.digests()
+        digests, versions = self.digests(), self.scorer_versions()
         todo = [j for j in self.scoring_jobs()
-                if not selectors.is_current(self._score_path(j), digests)]
+                if not selectors.is_current(self._score_path(j), digests, versions)]
         self.log(f"zoosel bench: scoring: {len(todo)} (task, regime) pairs to go on "
                  f"{self.device}")
         for job, record in _pool_map(
@@ -216,6 +216,12 @@ class Bench:
         ):
             selectors.save(self._score_path(job), record)
         self._time("score", time.perf_counter() - began)
+
+    def scorer_versions(self) -> dict[str, str]:
+        """The version of every selector the profile runs, as installed."""
+        from zoosel.api import select_scorers
+
+        return selectors.scorer_versions(select_scorers(list(self.profile.scorers)))
 
     def _score_path(self, job: selectors.Scoring) -> Path:
         return self.root / "scores" / f"{job.name}.json"
@@ -242,7 +248,9 @@ class Bench:
         lr = list(groundtruth.lr_runs(self.profile, sorted(digests), self.tasks))
         noise = list(groundtruth.noise_runs(self.profile, records, self.tasks))
         jobs = self.scoring_jobs()
-        scored = sum(selectors.is_current(self._score_path(j), digests) for j in jobs)
+        versions = self.scorer_versions()
+        scored = sum(selectors.is_current(self._score_path(j), digests, versions)
+                     for j in jobs)
         report = self.root / "report" / "report.md"
         return [
             zoo_line,

@@ -19,7 +19,7 @@ from zoosel.bench import nets
 from zoosel.bench.data import BenchData
 from zoosel.bench.profiles import Profile
 from zoosel.threads import serial
-from zoosel.types import Need
+from zoosel.types import Need, Scorer
 
 ABLATION = "full-split"
 
@@ -99,20 +99,33 @@ def score(root: Path, profile: Profile, job: Scoring, members: Mapping[str, Path
         "errors": {member_of(r.candidate): r.error for r in ranking.failed},
         "notes": {member_of(r.candidate): r.notes for r in ranking.results if r.notes},
         "device": device,
+        "versions": scorer_versions(chosen),
         "members_sha256": {name: nets.member_meta(path).get("weights_sha256")
                            for name, path in sorted(members.items())},
     }
 
 
-def is_current(path: Path, digests: Mapping[str, str | None]) -> bool:
+def scorer_versions(scorers: Mapping[str, Scorer]) -> dict[str, str]:
+    """Each scorer's version, options included (what the results record)."""
+    return {name: scorer.version for name, scorer in scorers.items()}
+
+
+def is_current(path: Path, digests: Mapping[str, str | None],
+               versions: Mapping[str, str] | None = None) -> bool:
     """Whether the scoring result at ``path`` exists and was computed on exactly the
-    members of ``digests`` with those weights (members without a digest not compared)."""
+    members of ``digests`` with those weights (members without a digest not compared)
+    and, when ``versions`` are given, by exactly those scorers at those versions (results
+    written before versions were recorded are not compared)."""
     if not path.is_file():
         return False
     try:
-        recorded = json.loads(path.read_text()).get("members_sha256")
+        record = json.loads(path.read_text())
     except json.JSONDecodeError:
         return False
+    held = record.get("versions")
+    if versions is not None and held is not None and dict(held) != dict(versions):
+        return False
+    recorded = record.get("members_sha256")
     if recorded is None:  # written before digests were recorded
         return True
     def known(d: Mapping[str, str | None]) -> dict[str, str]:

@@ -180,8 +180,9 @@ def _named_path(value: str) -> tuple[str | None, Path]:
 @click.option("--results", "results", multiple=True, required=True, metavar="[NAME=]PATH",
               help="A build's results.json (repeatable); NAME defaults to its profile.")
 @click.option("--exclude", multiple=True, metavar="BUILD:SCORE",
-              help="Leave a score out of one build's pairs, e.g. values written before a "
-                   "fix (repeatable).")
+              help="Leave a score out of one build's pairs (repeatable). Stale scores (a "
+                   "recorded scorer version that is not the installed one) are left out "
+                   "without it.")
 @click.option("--pool", "pools", multiple=True, metavar="POOL",
               help="Scores the search may combine: features, features+grad, or names "
                    "separated by commas (repeatable; default: features and features+grad).")
@@ -218,8 +219,13 @@ def bench_fit(results: tuple[str, ...], exclude: tuple[str, ...], pools: tuple[s
         args += ["--resamples", str(resamples), "--seed", str(seed)]
     if out is None:
         click.echo(joint.markdown(record, shlex.join(args)), nl=False)
-        return
-    paths = joint.write(record, Path(out), shlex.join([*args, "--out", out]))
-    for label, fit in record["pools"].items():
-        click.echo(f"{label}: {fit['fit_all']} (single score: {fit['single_fit_all']})")
-    click.echo(f"report: {paths['report.md']}")
+    else:
+        paths = joint.write(record, Path(out), shlex.join([*args, "--out", out]))
+        for label, fit in record["pools"].items():
+            click.echo(f"{label}: {fit['fit_all']} (single score: {fit['single_fit_all']})")
+        click.echo(f"report: {paths['report.md']}")
+    for build in builds:
+        hint = ("" if build.versions_recorded else
+                f" (stale scores cannot be told apart; --exclude {build.name}:SCORE leaves "
+                "one out)")
+        click.echo(f"{build.name}: {build.versions_note}{hint}", err=True)
