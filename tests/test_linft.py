@@ -183,3 +183,28 @@ def test_rank_deficient_features_match_the_explicit_loop(n: int, d: int) -> None
         loo[i] = _ridge_predict(xs[keep], yoh[keep], xs[i:i + 1], fit.lam)[0]
     np.testing.assert_allclose(fit.loo_predictions, loo, rtol=1e-7, atol=1e-9)
     assert fit.accuracy == pytest.approx(float(np.mean(loo.argmax(1) == y)))
+
+
+def test_gcv_at_tiny_ridges_matches_extended_precision() -> None:
+    """N < D: the kernel is invertible on the centred labels, so the residual at a tiny
+    ridge is ~lambda^2 and the GCV denominator ~lambda. Both are computed without
+    cancellation; checked against a 40-digit evaluation of the defining formulas."""
+    import mpmath
+
+    n, d, c = 24, 48, 3
+    x, y = _data(n, d, c, 11, offset=2.0)
+    xs, yoh = _scaled(x), _onehot(y)
+    grid = np.array([1e-10, 1e-8, 1e-6, 1e-3])
+    fit = linft_fit(torch.from_numpy(xs), torch.from_numpy(y), lambdas=grid)
+    with mpmath.workdps(40):
+        xm = mpmath.matrix(xs.tolist())
+        km = xm * xm.T
+        ym = mpmath.matrix(yoh.tolist())
+        expected = []
+        for lam in grid.tolist():
+            hat = mpmath.ones(n, n) / n + km * mpmath.inverse(km + mpmath.mpf(lam) * mpmath.eye(n))
+            resid = (mpmath.eye(n) - hat) * ym
+            trace = sum(hat[i, i] for i in range(n))
+            energy = sum(resid[i, j] ** 2 for i in range(n) for j in range(c))
+            expected.append(float(energy / n / (1 - trace / n) ** 2))
+    np.testing.assert_allclose(fit.gcv_curve, expected, rtol=1e-8)
