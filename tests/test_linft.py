@@ -143,3 +143,68 @@ def test_registered_scorers() -> None:
     )
     with pytest.raises(ScoringError):
         seen["linft_grad"].fn(ScoreInputs(labels=yt, num_classes=3, features=xt))
+
+
+@pytest.mark.parametrize(("n", "d"), [(40, 6), (30, 60), (36, 36), (50, 12)])
+def test_kernel_eigen_reconstructs_the_kernel_from_either_side(n: int, d: int) -> None:
+    """Both routes (N x N kernel when N <= D, D x D Gram when N > D) against numpy's
+    eigenvalues of the explicit N x N kernel."""
+    x, _ = _data(n, d, 3, n + d, offset=2.0)
+    xs = _scaled(x)
+    u, e = linft_mod.kernel_eigen(torch.from_numpy(xs))
+    u, e = u.numpy(), e.numpy()
+    k = xs @ xs.T
+    rank = min(n - 1, d)  # centred columns: the ones vector is in K's null space
+    assert e.shape == (rank,)
+    np.testing.assert_allclose(u.T @ u, np.eye(rank), atol=1e-10)
+    np.testing.assert_allclose(u @ np.diag(e) @ u.T, k, atol=1e-10 * np.abs(k).max())
+    np.testing.assert_allclose(np.sort(e), np.linalg.eigvalsh(k)[-rank:], rtol=1e-9)
+
+
+@pytest.mark.parametrize(("n", "d"), [(48, 20), (20, 48)])
+def test_rank_deficient_features_match_the_explicit_loop(n: int, d: int) -> None:
+    """Dead (all-zero) and duplicated feature columns: K has fewer nonzero eigenvalues than
+    min(N, D) on both routes; the closed form still equals the explicit leave-one-out fits."""
+    x, y = _data(n, d, 4, 7, offset=1.0)
+    dead = max(5, d - n // 2)
+    x[:, :dead] = 0.0
+    x[:, -4:] = x[:, -8:-4]
+    rank = d - dead - 4
+    assert rank < min(n - 1, d)
+    assert linft_mod.kernel_eigen(torch.from_numpy(_scaled(x)))[1].numel() == rank
+    grid = np.logspace(-3, 2, 11)
+    fit = linft_fit(torch.from_numpy(x), torch.from_numpy(y), lambdas=grid)
+    xs, yoh = _scaled(x), _onehot(y)
+    explicit = np.array([_explicit_gcv(xs, yoh, lam) for lam in grid])
+    np.testing.assert_allclose(fit.gcv_curve, explicit, rtol=1e-7)
+    loo = np.empty_like(yoh)
+    for i in range(n):
+        keep = np.arange(n) != i
+        loo[i] = _ridge_predict(xs[keep], yoh[keep], xs[i:i + 1], fit.lam)[0]
+    np.testing.assert_allclose(fit.loo_predictions, loo, rtol=1e-7, atol=1e-9)
+    assert fit.accuracy == pytest.approx(float(np.mean(loo.argmax(1) == y)))
+
+
+def test_gcv_at_tiny_ridges_matches_extended_precision() -> None:
+    """N < D: the kernel is invertible on the centred labels, so the residual at a tiny
+    ridge is ~lambda^2 and the GCV denominator ~lambda. Both are computed without
+    cancellation; checked against a 40-digit evaluation of the defining formulas."""
+    import mpmath
+
+    n, d, c = 24, 48, 3
+    x, y = _data(n, d, c, 11, offset=2.0)
+    xs, yoh = _scaled(x), _onehot(y)
+    grid = np.array([1e-10, 1e-8, 1e-6, 1e-3])
+    fit = linft_fit(torch.from_numpy(xs), torch.from_numpy(y), lambdas=grid)
+    with mpmath.workdps(40):
+        xm = mpmath.matrix(xs.tolist())
+        km = xm * xm.T
+        ym = mpmath.matrix(yoh.tolist())
+        expected = []
+        for lam in grid.tolist():
+            hat = mpmath.ones(n, n) / n + km * mpmath.inverse(km + mpmath.mpf(lam) * mpmath.eye(n))
+            resid = (mpmath.eye(n) - hat) * ym
+            trace = sum(hat[i, i] for i in range(n))
+            energy = sum(resid[i, j] ** 2 for i in range(n) for j in range(c))
+            expected.append(float(energy / n / (1 - trace / n) ** 2))
+    np.testing.assert_allclose(fit.gcv_curve, expected, rtol=1e-8)

@@ -34,8 +34,8 @@ SMALL_SCORING = 1_100_000
 torch thread. On such small matrices a second thread gains nothing on an idle machine,
 while on a busy one each parallel region waits for a descheduled thread and small
 scorers can take many times longer. The default sort's components (LogME, linft, GBC)
-are 1.45-2.7x slower on 2 threads than on 1 up to 500 x 2048, level at 1000 x 2048
-and faster beyond (benchmarks/results/confidence.md, "Thread threshold");
+are 1.09-1.45x slower on 2 threads than on 1 up to 500 x 2048 and 1.35x faster from
+1000 x 2048 on (benchmarks/results/confidence.md, "Thread threshold", linft version 2);
 the older figures for other scores: benchmarks/results/pipeline.md ("Thread settings
 per stage")."""
 

@@ -169,5 +169,5 @@ def register_scorers(register: Callable[[Scorer], None]) -> None:
         reference="zoosel benchmark (benchmarks/results/selection-joint/report.md)",
         cost="one extraction + the components' own time",
         pool_normalize=aggregate,
-        version="2",  # 1: z(sfda + logme + hscore_reg)
+        version="3",  # 2: with linft version 1; 1: z(sfda + logme + hscore_reg)
     ))

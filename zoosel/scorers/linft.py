@@ -18,8 +18,12 @@ Model. Rows x_i of ``matrix`` (N x D), one-hot labels Y (N x C, the classes pres
 * Ridge: lambda minimises generalised cross-validation,
   GCV(lambda) = (1/N) |(I - H) Y|_F^2 / (1 - tr(H) / N)^2,
   over ``lambdas`` (default 10^-6 .. 10^6, 4 per decade), all from one
-  eigendecomposition of K = U diag(e) U^T (or SVD of X when D < N):
-  cost O(N D min(N, D)), then O(min(N, D) C) per grid point.
+  eigendecomposition of K = U diag(e) U^T, taken from the cheaper side
+  (:func:`kernel_eigen`: the N x N kernel when N <= D, else the D x D Gram X^T X and
+  U = X V diag(e)^-1/2): cost O(N D min(N, D)), then O(min(N, D) C) per grid point.
+  The residual and 1 - tr(H) / N are summed from lambda / (e + lambda) and the null
+  space's label energy, never as differences of nearly equal numbers: when N <= D both
+  go to 0 with lambda, and the GCV at the grid's small end stays accurate.
 * Leave-one-out: residual_i / (1 - H_ii) is the exact residual of the fit without sample
   i (same lambda, same scaling); the LOO prediction is Y_i minus it, and the score is
   the fraction of samples whose LOO prediction's argmax is their own label.
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_LAMBDAS",
     "LinftResult",
+    "kernel_eigen",
     "linft_fit",
     "predicted_accuracy",
     "register_scorers",
@@ -108,7 +113,9 @@ def linft_fit(
     :param lambdas: positive ridge grid (default :data:`DEFAULT_LAMBDAS`).
     :raises ScoringError: on unusable input (e.g. all rows equal).
     """
-    x = as_float64(matrix, "matrix").cpu().numpy()
+    import torch
+
+    x = as_float64(matrix, "matrix").cpu()
     n, d = x.shape
     y = check_labels(labels, n, num_classes).cpu().numpy()
     grid = np.asarray(DEFAULT_LAMBDAS if lambdas is None else lambdas, dtype=np.float64).ravel()
@@ -121,36 +128,45 @@ def linft_fit(
     y_mean = onehot.mean(axis=0)
     dy = onehot - y_mean  # centred labels: the bias absorbs the mean
 
-    xc = x - x.mean(axis=0)
-    spread = float(np.sum(xc * xc))
-    if not spread > _ROW_SPREAD_TOL * float(np.sum(x * x)):
+    mean = x.mean(dim=0)
+    xc = x - mean
+    spread = float(torch.dot(xc.view(-1), xc.view(-1)))
+    total = spread + n * float(torch.dot(mean, mean))  # sum of x^2, without another pass
+    if not spread > _ROW_SPREAD_TOL * total:
         raise ScoringError("all rows are equal: the kernel is constant, nothing to regress on.")
-    xs = xc * math.sqrt(n / spread)  # trace(K) = N
+    xs = xc.mul_(math.sqrt(n / spread))  # trace(K) = N
+    del x
 
-    if d >= n:
-        evals, vecs = np.linalg.eigh(xs @ xs.T)
-    else:
-        vecs, sing, _ = np.linalg.svd(xs, full_matrices=False)
-        evals = sing * sing
-    keep = evals > np.finfo(np.float64).eps * max(n, d) * float(evals.max())
-    u, e = vecs[:, keep], evals[keep]
-
-    c = u.T @ dy  # (r, C)
+    u_t, e_t = kernel_eigen(xs)
+    e = e_t.numpy()
+    dy_t = torch.from_numpy(dy)
+    c_t = u_t.T @ dy_t  # (r, C)
+    c = c_t.numpy()
     c2 = np.sum(c * c, axis=1)  # label energy per eigen-direction
     dy2 = float(np.sum(dy * dy))
-    outside = max(dy2 - float(c2.sum()), 0.0)  # label energy in the kernel's null space
+    # Label energy in the kernel's null space. When N <= D it is ~0 (only the constant
+    # direction, which the centred labels miss) and dy2 - sum(c2) would be rounding noise
+    # of size eps * dy2, the whole residual at the grid's small end: take the projection
+    # residual itself (U is orthonormal to rounding there). When N > D the null space
+    # has N - D dimensions or more and the difference is accurate.
+    if n <= d:
+        outside = float(torch.sum((dy_t - u_t @ c_t) ** 2))
+    else:
+        outside = max(dy2 - float(c2.sum()), 0.0)
 
     shrink = e[None, :] / (e[None, :] + grid[:, None])  # (L, r)
-    resid = outside + np.sum((1.0 - shrink) ** 2 * c2[None, :], axis=1)
+    rest = grid[:, None] / (e[None, :] + grid[:, None])  # 1 - shrink, without cancelling
+    resid = outside + np.sum(rest**2 * c2[None, :], axis=1)
     trace_h = 1.0 + shrink.sum(axis=1)
-    denom = np.maximum(1.0 - trace_h / n, np.finfo(np.float64).tiny)
+    # N - tr(H) = (N - 1 - r) + sum(rest): no cancellation when tr(H) approaches N
+    denom = np.maximum((n - 1 - e.size + rest.sum(axis=1)) / n, np.finfo(np.float64).tiny)
     gcv_curve = (resid / n) / denom**2
     best = int(np.argmin(gcv_curve))
     lam = float(grid[best])
 
-    s = shrink[best]
-    fitted = y_mean + u @ (s[:, None] * c)
-    leverage = 1.0 / n + (u * u) @ s
+    s_t = torch.from_numpy(shrink[best])
+    fitted = y_mean + (u_t @ (s_t[:, None] * torch.from_numpy(c))).numpy()
+    leverage = 1.0 / n + (u_t.square_() @ s_t).numpy()  # u_t is not used after this
     loo_resid = (onehot - fitted) / np.maximum(1.0 - leverage, 1e-12)[:, None]
     loo_pred = onehot - loo_resid
     accuracy = float(np.mean(np.argmax(loo_pred, axis=1) == target))
@@ -169,6 +185,32 @@ def linft_fit(
         loo_predictions=loo_pred,
         classes=classes,
     )
+
+
+def kernel_eigen(xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvectors U (N x r, orthonormal columns) and eigenvalues e (r) of the kernel
+    K = xs xs^T, its numerically nonzero part, from the cheaper side.
+
+    N <= D: ``eigh`` of the N x N kernel. N > D: ``eigh`` of the D x D Gram
+    xs^T xs = V diag(e) V^T, whose nonzero eigenvalues are K's, and U = xs V diag(e)^-1/2;
+    one D x D eigendecomposition and two N x D x D products instead of a thin SVD of
+    xs (linft 3.4-8x faster at N = 2,500 and 20,000: benchmarks/results/linft.md).
+    Float64, in torch, so the engine's thread setting applies.
+    """
+    import torch
+
+    n, d = xs.shape
+    if n <= d:
+        evals, vecs = torch.linalg.eigh(xs @ xs.T)
+    else:
+        evals, vecs = torch.linalg.eigh(xs.T @ xs)
+    # eigh sorts ascending: the numerically zero eigenvalues are a prefix (a view, no copy)
+    first = int(torch.count_nonzero(
+        evals <= torch.finfo(torch.float64).eps * max(n, d) * float(evals[-1])))
+    e, vecs = evals[first:], vecs[:, first:]
+    if n > d:
+        vecs = (xs @ vecs).div_(torch.sqrt(e))
+    return vecs, e
 
 
 def predicted_accuracy(
@@ -199,6 +241,9 @@ def register_scorers(register: Callable[[Scorer], None]) -> None:
     common = dict(
         reference="Deshpande et al. 2021, arXiv 2102.00084 (linearized fine-tuning)",
         cost="O(N D min(N, D)) once, then O(min(N, D) C) per ridge value",
+        # 1: SVD of X when D < N; when N <= D the GCV at the smallest ridges was rounding
+        # noise (up to 1e-4 relative at 1e-6), so the ridge chosen there could differ
+        version="2",
     )
     register(
         Scorer(
