@@ -151,6 +151,26 @@ def test_versions_with_options_and_merging():
     assert merge_versions([{"a": "1"}, None]) == {} and merge_versions([]) == {}
 
 
+def test_declared_same_values_versions_are_not_stale():
+    from dataclasses import replace
+
+    import zoosel
+    from zoosel.bench.results_file import check_versions, same_values
+
+    probe = replace(zoosel.list_scorers()["linear_probe"], version="3", same_values_as=("2",))
+    assert same_values(probe, "2", "3") and same_values(probe, "3", "3")
+    assert not same_values(probe, "1", "3") and not same_values(probe, "0", "3")
+    tagged = probe.with_options({"solver": "logistic"})  # options carry the declaration
+    assert tagged.same_values_as == ("2",)
+    assert same_values(tagged, "2+solver=logistic", tagged.version)
+    assert not same_values(tagged, "2", tagged.version)  # another setting's values
+    results = _versioned("std", sfda="1", logme="1")
+    sfda = replace(zoosel.list_scorers()["sfda"], version="2", same_values_as=("1",))
+    logme = replace(zoosel.list_scorers()["logme"], version="2")
+    check = check_versions(results, {"sfda": sfda, "logme": logme})
+    assert check.stale == {"logme": ("1", "2")}
+
+
 def test_cli_fit_says_what_it_left_out(tmp_path):
     std = tmp_path / "std.json"
     std.write_text(json.dumps(_versioned("std", sfda="0", logme=_installed("logme"))))

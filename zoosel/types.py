@@ -236,6 +236,10 @@ class Scorer:
     version: str = "1"
     """Bump when the score's computation changes: cached scores of other versions are
     recomputed."""
+    same_values_as: tuple[str, ...] = ()
+    """Earlier versions whose values this one reproduces (the change was in how, not what:
+    speed, rounding), shown on recorded data: benchmark results of those versions are
+    not stale. Cached scores of those versions are still recomputed."""
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     """Keyword arguments ``fn`` accepts, each with its allowed values (the first is the
     default); chosen with :meth:`with_options` (``--scorer-option NAME.OPTION=VALUE``)."""

@@ -93,6 +93,17 @@ def installed_version(scorer: Scorer, recorded: str) -> str:
         return scorer.version
 
 
+def same_values(scorer: Scorer, recorded: str, installed: str) -> bool:
+    """Whether values recorded at version ``recorded`` are those the ``installed`` version
+    computes: the same version, or one the scorer declares it reproduces
+    (:attr:`zoosel.types.Scorer.same_values_as`) with the same options."""
+    if recorded == installed:
+        return True
+    old, _, old_options = recorded.partition("+")
+    _, _, options = installed.partition("+")
+    return old_options == options and old in scorer.same_values_as
+
+
 @dataclass(frozen=True)
 class VersionCheck:
     """The scorer versions recorded in one results dict against the installed scorers."""
@@ -155,7 +166,7 @@ def check_versions(results: Mapping[str, Any],
             missing.append(name)
         else:
             now = installed_version(installed[name], str(recorded[name]))
-            if str(recorded[name]) != now:
+            if not same_values(installed[name], str(recorded[name]), now):
                 stale[name] = (str(recorded[name]), now)
     return VersionCheck(recorded=True, stale=stale, unrecorded=tuple(unrecorded),
                         not_installed=tuple(missing))

@@ -170,4 +170,5 @@ def register_scorers(register: Callable[[Scorer], None]) -> None:
         cost="one extraction + the components' own time",
         pool_normalize=aggregate,
         version="3",  # 2: with linft version 1; 1: z(sfda + logme + hscore_reg)
+        same_values_as=("2",),  # as linft version 2 reproduces version 1
     ))
