@@ -301,10 +301,10 @@ def nested(protocols: Sequence[Protocol], targets: joint.Targets
     outer fold's training tasks; the lowest wins (ties: the earlier protocol)."""
     groups = sorted(set(targets.groups.values()))
     every = frozenset(groups)
-    heldout: dict[tuple[str, frozenset[str]], list[tuple[str, float]]] = {}
+    heldout: dict[tuple[str, frozenset[str], str], list[tuple[str, float]]] = {}
 
     def losses(p: Protocol, train: frozenset[str], held: str) -> list[tuple[str, float]]:
-        key = (p.name, train)
+        key = (p.name, train, held)
         if key not in heldout:
             fit = p.fit(train)
             heldout[key] = [(name, combination.loss(targets.tasks[name][r],
