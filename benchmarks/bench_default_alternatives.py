@@ -69,6 +69,7 @@ from zoosel.bench.metrics import (  # noqa: E402
     expected_trials_to_best,
 )
 from zoosel.bench.report import _fmt, _fmt_ci, _table  # noqa: E402
+from zoosel.scorers import consensus  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 BUILDS = (("standard", "selection/results.json"), ("diverse", "selection-diverse/results.json"))
@@ -326,17 +327,71 @@ def nested(protocols: Sequence[Protocol], targets: joint.Targets
 def heldout_rows(builds: Sequence[joint.Build], targets: joint.Targets,
                  picks: Mapping[str, Mapping[str, Fit]]
                  ) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
-    """``rows[build][task][regime][row]``: the reference rows and, for each row of
+    """``rows[build][task][regime][row]``: the reference rows (the shipped default
+    recomputed from its constants on every build) and, for each row of
     ``picks`` ({row: {held-out group: fit}}), the held-out task ranked by its fit."""
+    shipped = Combination(consensus.METHOD, consensus.COMPONENTS)
     rows = {}
     for build in builds:
         rows[build.name] = joint.reference_rows(build, targets.masked[build.name])
         for task, regimes in rows[build.name].items():
             for regime, cells in regimes.items():
                 entry = targets.tasks[f"{build.name}/{task}"][regime]
+                # a build may hold a former definition's measured values under this name
+                cells[joint.SHIPPED] = shipped.scores(entry)
                 for row, per_fold in picks.items():
                     cells[row] = per_fold[task][regime].scores(entry)
     return rows
+
+
+def heldout_objective(targets: joint.Targets, per_fold: Mapping[str, Fit]) -> float:
+    """The fit's own objective held out: :func:`combination.loss` of every pair ranked by
+    its fold's fit, each build's mean, builds weighted equally."""
+    values = [(name, combination.loss(entry, per_fold[targets.groups[name]][r].scores(entry)))
+              for name, regimes in targets.tasks.items() for r, entry in regimes.items()]
+    return combination.build_mean(values, targets.builds)
+
+
+def in_sample(targets: joint.Targets, table: Mapping[tuple[Combination, str, str], float],
+              per_task: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+              comparators: Sequence[str]) -> dict[str, Any]:
+    """An upper bound for any protocol that picks one of the candidates of ``table``:
+    each candidate judged on every task (in-sample), pooled as the held-out rows, against
+    the ``comparators`` of ``per_task``. Returns how many candidates beat them all on the
+    mean at 5- and 20-shot (with and without ``linft_grad``, which needs gradients) and
+    the candidate whose worst margin over them is the largest."""
+    regret = combination.loss_table(
+        targets.tasks, targets.regimes, sorted({c for c, _, _ in table}, key=str),
+        objective=lambda e, s, tol: combination.loss(e, s, tol)
+        - expected_trials_to_best(e["accuracy"], s, tol))
+    cells: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = {}
+    for (c, name, r), value in table.items():
+        cells.setdefault(targets.groups[name], {}).setdefault(r, {}).setdefault(
+            c.label, []).append((regret[(c, name, r)], value - regret[(c, name, r)]))
+    per = {g: {r: {**{n: dict(per_task[g][r][n]) for n in comparators if n in per_task[g][r]},
+                   **{label: {"top1_regret": sum(v[0] for v in vals) / len(vals),
+                              "trials_to_best": sum(v[1] for v in vals) / len(vals)}
+                      for label, vals in rows.items()}}
+               for r, rows in regimes.items()} for g, regimes in cells.items()}
+    labels = sorted({c.label for c, _, _ in table})
+    out: dict[str, Any] = {"n_candidates": len(labels)}
+    for key, against in (("all", list(comparators)),
+                         ("without_linft_grad", [c for c in comparators if c != "linft_grad"])):
+        beating, best = [], (-math.inf, "", "")
+        for label in labels:
+            verdict = default_verdict(per, label, against, regimes=GOAL_REGIMES,
+                                      metrics=joint.METRICS, n_resamples=1)
+            margins = [(c["mean"], f"{r}/{m}/{o}") for r, row in verdict["margins"].items()
+                       for m, cols in row.items() for o, c in cols.items()
+                       if math.isfinite(c["mean"])]
+            worst = min(margins)
+            if verdict["beats_all"]:
+                beating.append(label)
+            if worst[0] > best[0]:
+                best = (worst[0], label, worst[1])
+        out[key] = {"beating": beating, "best_worst_margin": best[0], "best": best[1],
+                    "best_worst_cell": best[2]}
+    return out
 
 
 def cost(builds: Sequence[joint.Build], targets: joint.Targets, per_fold: Mapping[str, Fit]
@@ -361,8 +416,9 @@ def cost(builds: Sequence[joint.Build], targets: joint.Targets, per_fold: Mappin
 
 
 def protocols_for(targets: joint.Targets, say: Callable[[str], None]
-                  ) -> list[Protocol]:
-    """Every protocol of this benchmark, the shipped one first."""
+                  ) -> tuple[list[Protocol], dict[tuple[Combination, str, str], float]]:
+    """Every protocol of this benchmark, the shipped one first, and the loss table of
+    every candidate of up to 4 components."""
     four = targets.candidates(4)
     three = [c for c in four if len(c.components) <= combination.MAX_SIZE]
     singles = [c for c in three if len(c.components) == 1]
@@ -389,7 +445,7 @@ def protocols_for(targets: joint.Targets, say: Callable[[str], None]
         Fixed(targets, "z-all", Combination("z", pool), "z-average of the whole pool"),
         Fixed(targets, "rank-all", Combination("rank", pool),
               "rank-average of the whole pool"),
-    ]
+    ], table
 
 
 def run(builds: Sequence[joint.Build], n_resamples: int = 2000, seed: int = 0,
@@ -397,7 +453,7 @@ def run(builds: Sequence[joint.Build], n_resamples: int = 2000, seed: int = 0,
     """Every protocol's held-out rows, aggregates, verdicts and costs (a JSON-able record
     but for ``protocols``, the fitted objects)."""
     targets = joint.merge(builds, joint.FEATURE_POOL)
-    protocols = protocols_for(targets, say)
+    protocols, table = protocols_for(targets, say)
     groups = sorted(set(targets.groups.values()))
     every = frozenset(groups)
     picks: dict[str, dict[str, Fit]] = {}
@@ -430,11 +486,15 @@ def run(builds: Sequence[joint.Build], n_resamples: int = 2000, seed: int = 0,
         labels = Counter(f.label for fits in per_fold.values()
                          for f in dict.fromkeys(fits.values()))
         record["rows"][row] = {
+            "objective": heldout_objective(targets, per_fold),
             "beats_all": verdict["beats_all"], "beats_all_clearly": verdict["beats_all_clearly"],
             "not_beaten": verdict["not_beaten"], "margins": verdict["margins"],
             "components": n_comp, "seconds": seconds, "picks": dict(labels.most_common()),
         }
     record["protocols"] = protocols
+    began = time.perf_counter()
+    record["in_sample"] = in_sample(targets, table, per_task, comparators)
+    say(f"in-sample bound: {time.perf_counter() - began:.0f} s")
     fitted_all = {p.name: {r: f.label for r, f in p.fit(every).items()} for p in protocols}
     record["fit_all"] = fitted_all
     lw = next(p for p in protocols if isinstance(p, Listwise))
@@ -479,8 +539,8 @@ def markdown(record: Mapping[str, Any], command: str, machine: str, load: str,
     header = ["Row"]
     for r in regimes:
         header += [f"{r} regret", f"{r} trials"]
-    header += ["beats all (5, 20-shot)", "does not beat (regime/metric/row)", "components",
-               "seconds"]
+    header += ["objective", "beats all (5, 20-shot)", "does not beat (regime/metric/row)",
+               "components", "seconds"]
     body = []
     for name in order:
         info = record["rows"][name]
@@ -489,16 +549,27 @@ def markdown(record: Mapping[str, Any], command: str, machine: str, load: str,
             cell = agg[r].get(name, {})
             cells += [_fmt_ci(cell.get("top1_regret"), "top1_regret"),
                       _fmt_ci(cell.get("trials_to_best"), "trials_to_best")]
-        cells += ["**yes**" if info["beats_all"] else "no",
+        cells += [f"{info['objective']:.2f}", "**yes**" if info["beats_all"] else "no",
                   ", ".join(info["not_beaten"]) or "", f"{info['components']:.1f}",
                   _fmt(info["seconds"])]
         body.append(cells)
     lines += _table(header, body)
-    lines += ["", "Components and seconds: the held-out picks' mean number of component "
+    ranked = sorted(order, key=lambda n: record["rows"][n]["objective"])
+    winners = [n for n in order if record["rows"][n]["beats_all"]]
+    lines += ["", "Lowest held-out objective: " + ", ".join(
+        f"`{n}` {record['rows'][n]['objective']:.2f}" for n in ranked[:3])
+        + ". Rows that beat every comparator on the mean at 5- and 20-shot: "
+        + (", ".join(f"`{n}`" for n in winners) if winners else "none") + "."]
+    lines += ["", "Objective: what every fit minimises (top-1 regret + trials to best), held "
+              "out, each build's mean over its pairs, builds weighted equally. "
+              "Components and seconds: the held-out picks' mean number of component "
               "scores and scoring seconds for the zoo (the builds' recorded costs, "
               "extraction counted once, `combination.combined_cost`), each build's mean "
               "over its pairs, builds weighted equally.", "",
-              "Reference rows (no protocol; the shipped default is in-sample):", ""]
+              f"Reference rows (no protocol): `{joint.SHIPPED}` is the shipped default "
+              f"`{Combination(consensus.METHOD, consensus.COMPONENTS).label}` recomputed "
+              "from its constants on both builds (fitted on every task: in-sample); the "
+              "others are the builds' measured scores.", ""]
     refs = [joint.SHIPPED, baselines.STATIC] + [c for c in record["comparators"]
                                                  if c != baselines.STATIC]
     rows = []
@@ -523,6 +594,22 @@ def markdown(record: Mapping[str, Any], command: str, machine: str, load: str,
                                     settings.most_common())
               + f"; on every task: ({record['listwise_setting_all'][0]:g}, "
               f"{record['listwise_setting_all'][1]:g}).", ""]
+    bound = record["in_sample"]
+    lines += ["## In-sample bound", "",
+              f"Each of the {bound['n_candidates']} candidates of up to 4 components (z or "
+              "rank) fitted and judged on every task (in-sample, so an upper "
+              "bound for any protocol that picks one of them), pooled as above, against the "
+              "same comparators:", ""]
+    for key, what in (("all", "every comparator"),
+                      ("without_linft_grad", "every comparator but `linft_grad` (gradients)")):
+        b = bound[key]
+        lines.append(f"* against {what}: {len(b['beating'])} candidate(s) beat them all on "
+                     "the mean at 5- and 20-shot"
+                     + (f" ({', '.join(f'`{x}`' for x in b['beating'][:5])})"
+                        if b["beating"] else "")
+                     + f"; the largest worst-case margin is {b['best_worst_margin']:.2f} "
+                     f"(`{b['best']}`, at {b['best_worst_cell']}).")
+    lines.append("")
     if "nested" in record:
         chosen = Counter(record["nested"]["chosen"].values())
         lines += ["## Nested choice of the protocol", "",

@@ -108,3 +108,21 @@ def test_search_protocol_reproduces_the_joint_fit():
     every = frozenset("abc")
     for held, pick in fit["picks"].items():
         assert search.fit(every - {held})["5-shot"] == pick
+
+
+def test_in_sample_bound_by_hand():
+    builds = [_build("std"), _build("div")]
+    targets = joint.merge(builds, ["sfda", "logme"])
+    table = A.combination.loss_table(targets.tasks, targets.regimes, targets.candidates())
+    per_task = joint.pooled_metrics(
+        builds, {b.name: joint.reference_rows(b, set()) for b in builds})
+    bound = A.in_sample(targets, table, per_task, ["sfda", "logme"])
+    # Means over a, b, c: sfda regret (0 + 1 + 1) / 3, trials (1 + 2 + 2) / 3; logme
+    # regret 50 / 3, trials (2 + 1 + 1) / 3; either average ties m1 and m2 everywhere:
+    # regret (25 + 0.5 + 0.5) / 3, trials 1.5. None beats both; sfda's worst margin is
+    # its trials against logme's, 4/3 - 5/3.
+    assert bound["n_candidates"] == 4
+    assert bound["all"]["beating"] == []
+    assert bound["all"]["best"] == "sfda"
+    assert bound["all"]["best_worst_margin"] == pytest.approx(-1 / 3)
+    assert bound["all"]["best_worst_cell"] == "5-shot/trials_to_best/logme"
