@@ -344,11 +344,14 @@ def heldout_rows(builds: Sequence[joint.Build], targets: joint.Targets,
     return rows
 
 
-def heldout_objective(targets: joint.Targets, per_fold: Mapping[str, Fit]) -> float:
-    """The fit's own objective held out: :func:`combination.loss` of every pair ranked by
-    its fold's fit, each build's mean, builds weighted equally."""
+def heldout_objective(targets: joint.Targets, per_fold: Mapping[str, Fit],
+                      group: str | None = None) -> float:
+    """The fit's own objective held out: :func:`combination.loss` of every pair (of
+    ``group`` only, if given) ranked by its fold's fit, each build's mean, builds weighted
+    equally."""
     values = [(name, combination.loss(entry, per_fold[targets.groups[name]][r].scores(entry)))
-              for name, regimes in targets.tasks.items() for r, entry in regimes.items()]
+              for name, regimes in targets.tasks.items() for r, entry in regimes.items()
+              if group is None or targets.groups[name] == group]
     return combination.build_mean(values, targets.builds)
 
 
@@ -467,8 +470,10 @@ def run(builds: Sequence[joint.Build], n_resamples: int = 2000, seed: int = 0,
         began = time.perf_counter()
         chosen, inner = nested(protocols, targets)
         picks["nested"] = {g: chosen[g].fit(every - {g}) for g in groups}
+        outer = {g: {p.name: heldout_objective(targets, picks[p.name], g) for p in protocols}
+                 for g in groups}
         record["nested"] = {"chosen": {g: p.name for g, p in chosen.items()},
-                            "inner_loss": inner}
+                            "inner_loss": inner, "outer_loss": outer}
         say(f"nested: {time.perf_counter() - began:.0f} s")
     per_task = joint.pooled_metrics(builds, heldout_rows(builds, targets, picks))
     kw = {"n_resamples": n_resamples, "seed": seed}
@@ -624,6 +629,20 @@ def markdown(record: Mapping[str, Any], command: str, machine: str, load: str,
             rows.append([f"`{name}`", f"{sum(values) / len(values):.2f} "
                          f"[{min(values):.2f}, {max(values):.2f}]"])
         lines += _table(["Protocol", "inner loss"], rows) + [""]
+        outer = record["nested"]["outer_loss"]
+        ranks, worse, better = [], 0, 0
+        for g, name in record["nested"]["chosen"].items():
+            losses = outer[g]
+            ranks.append(1 + sum(v < losses[name] - 1e-9 for v in losses.values())
+                         + 0.5 * (sum(abs(v - losses[name]) <= 1e-9
+                                      for v in losses.values()) - 1))
+            worse += losses[name] > losses[protocols[0].name] + 1e-9
+            better += losses[name] < losses[protocols[0].name] - 1e-9
+        lines += [f"On its own held-out task, the protocol chosen for a fold ranks "
+                  f"{sum(ranks) / len(ranks):.1f} of {len(protocols)} on average (1: the "
+                  f"lowest loss there, ties sharing their mean rank; a pick at random: "
+                  f"{(len(protocols) + 1) / 2:g}); it does worse there than "
+                  f"`{protocols[0].name}` in {worse} folds and better in {better}.", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
