@@ -126,3 +126,21 @@ def test_in_sample_bound_by_hand():
     assert bound["all"]["best"] == "sfda"
     assert bound["all"]["best_worst_margin"] == pytest.approx(-1 / 3)
     assert bound["all"]["best_worst_cell"] == "5-shot/trials_to_best/logme"
+
+
+def test_run_and_report_on_two_small_builds():
+    builds = [_build("std"), _build("div")]
+    record = A.run(builds, n_resamples=20, say=lambda s: None)
+    rows = record["rows"]
+    assert set(rows) == {"search-3", "search-4", "per-regime", "single", "top3-objective",
+                         "wtau-objective", "listwise", "z-all", "rank-all", "nested"}
+    # search-3 picks logme for a and sfda for b and c (as `bench fit`): held out, a costs
+    # 50 + 2, b and c 1 + 2 each, in both builds
+    assert rows["search-3"]["objective"] == pytest.approx((52 + 3 + 3) / 3)
+    assert rows["search-3"]["picks"] == {"sfda": 2, "logme": 1}
+    regret = record["aggregates"]["5-shot"]["search-3"]["top1_regret"]["mean"]
+    assert regret == pytest.approx(52 / 3)
+    assert record["comparators"] == ["logme", "sfda", "blind:static"]
+    text = A.markdown(record, "cmd", "machine", "1 2 3", 1.0)
+    assert "| `search-3` | 17.3 [" in text and "## Nested choice of the protocol" in text
+    assert "## In-sample bound" in text
