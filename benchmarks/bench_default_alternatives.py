@@ -498,7 +498,12 @@ def run(builds: Sequence[joint.Build], n_resamples: int = 2000, seed: int = 0,
         }
     record["protocols"] = protocols
     began = time.perf_counter()
-    record["in_sample"] = in_sample(targets, table, per_task, comparators)
+    grad = joint.merge(builds, joint.GRADIENT_POOL)
+    grad_table = combination.loss_table(grad.tasks, grad.regimes, grad.candidates())
+    record["in_sample"] = {
+        "features, up to 4 components": in_sample(targets, table, per_task, comparators),
+        "features+grad, up to 3 components": in_sample(grad, grad_table, per_task,
+                                                       comparators)}
     say(f"in-sample bound: {time.perf_counter() - began:.0f} s")
     fitted_all = {p.name: {r: f.label for r, f in p.fit(every).items()} for p in protocols}
     record["fit_all"] = fitted_all
@@ -599,21 +604,23 @@ def markdown(record: Mapping[str, Any], command: str, machine: str, load: str,
                                     settings.most_common())
               + f"; on every task: ({record['listwise_setting_all'][0]:g}, "
               f"{record['listwise_setting_all'][1]:g}).", ""]
-    bound = record["in_sample"]
     lines += ["## In-sample bound", "",
-              f"Each of the {bound['n_candidates']} candidates of up to 4 components (z or "
-              "rank) fitted and judged on every task (in-sample, so an upper "
-              "bound for any protocol that picks one of them), pooled as above, against the "
-              "same comparators:", ""]
-    for key, what in (("all", "every comparator"),
-                      ("without_linft_grad", "every comparator but `linft_grad` (gradients)")):
-        b = bound[key]
-        lines.append(f"* against {what}: {len(b['beating'])} candidate(s) beat them all on "
-                     "the mean at 5- and 20-shot"
-                     + (f" ({', '.join(f'`{x}`' for x in b['beating'][:5])})"
-                        if b["beating"] else "")
-                     + f"; the largest worst-case margin is {b['best_worst_margin']:.2f} "
-                     f"(`{b['best']}`, at {b['best_worst_cell']}).")
+              "Every candidate of a pool (z or rank averages) fitted and judged on every "
+              "task (in-sample, so an upper bound for any protocol that picks one of them), "
+              "pooled as above, against the same comparators; the feature pool is the one "
+              "searched above, `features+grad` adds `linft_grad` (as `zoosel bench fit "
+              "--pool features+grad`):", ""]
+    for pool, bound in record["in_sample"].items():
+        for key, what in (("all", "every comparator"),
+                          ("without_linft_grad", "every comparator but `linft_grad`")):
+            b = bound[key]
+            lines.append(
+                f"* {pool} ({bound['n_candidates']} candidates), against {what}: "
+                f"{len(b['beating'])} beat them all on the mean at 5- and 20-shot"
+                + (f" ({', '.join(f'`{x}`' for x in b['beating'][:5])})"
+                   if b["beating"] else "")
+                + f"; the largest worst-case margin is {b['best_worst_margin']:.2f} "
+                f"(`{b['best']}`, at {b['best_worst_cell']}).")
     lines.append("")
     if "nested" in record:
         chosen = Counter(record["nested"]["chosen"].values())
