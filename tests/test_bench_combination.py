@@ -438,3 +438,42 @@ def test_builds_weigh_equally_whatever_their_number_of_targets():
     # > two (2 + 2) / 2 = 2
     assert C.choose(table, [one, two], ["X/a", "Y/a"]) == one
     assert C.choose(table, [one, two], ["X/a", "Y/a"], {"X/a": "X", "Y/a": "Y"}) == two
+
+
+def test_build_mean_weighs_builds_equally_by_hand():
+    values = [("X/a", 1.0), ("X/b", 3.0), ("Y/a", 10.0)]
+    builds = {"X/a": "X", "X/b": "X", "Y/a": "Y"}
+    assert C.build_mean(values, builds) == pytest.approx((2.0 + 10.0) / 2)
+    assert C.build_mean(values) == pytest.approx(14.0 / 3)
+    assert math.isnan(C.build_mean([], builds))
+
+
+def test_loss_table_with_another_objective():
+    tasks = _tasks()
+    sfda = C.Combination("z", ("sfda",))
+    # top-1 regret alone: sfda is right on A and B, puts the worst first on C (30 points)
+    table = C.loss_table(tasks, ["5-shot"], [sfda],
+                         objective=lambda e, s, tol: C.loss(e, s, tol)
+                         - C.expected_trials_to_best(e["accuracy"], s, tol))
+    assert table == pytest.approx({(sfda, "A", "5-shot"): 0.0, (sfda, "B", "5-shot"): 0.0,
+                                   (sfda, "C", "5-shot"): 30.0})
+
+
+def test_weighted_z_average_by_hand():
+    entry = {"accuracy": {"m1": 0.1, "m2": 0.2, "m3": 0.3},
+             "scores": {"a": {"m1": 1.0, "m2": 2.0, "m3": 3.0},
+                        "b": {"m1": 3.0, "m2": 1.0}}}
+    # a: mean 2, population std sqrt(2/3): z = -1.2247, 0, 1.2247; b over m1, m2: +1, -1
+    # (m3 lacks b: the pool mean, 0)
+    w = C.Weighted((("a", 1.0), ("b", 2.0)))
+    z = math.sqrt(1.5)
+    assert w.scores(entry) == pytest.approx({"m1": -z + 2.0, "m2": -2.0, "m3": z})
+    assert w.label == "z(0.33 a + 0.67 b)" and w.components == ("a", "b")
+    only_b = C.Weighted((("a", 0.0), ("b", 1.0)))
+    assert only_b.scores(entry) == pytest.approx({"m1": 1.0, "m2": -1.0})
+    assert only_b.components == ("b",)
+    # equal weights and no missing value: the order of the z-average
+    full = {**entry, "scores": {**entry["scores"], "b": {"m1": 3.0, "m2": 1.0, "m3": 2.0}}}
+    equal = C.Weighted((("a", 0.5), ("b", 0.5))).scores(full)
+    mean = C.Combination("z", ("a", "b")).scores(full)
+    assert equal == pytest.approx(mean)

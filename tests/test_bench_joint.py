@@ -318,3 +318,26 @@ def test_malformed_results_are_refused_with_a_message():
     odd["tasks"]["a"]["5-shot"]["scores"]["sfda"]["m3"] = None  # NaN written as null
     build = joint.build_from_results(odd, "std")
     assert build.tasks["a"]["5-shot"]["scores"]["sfda"] == {"m1": 3.0, "m2": 2.0}
+
+
+def test_merged_targets_and_pooled_reference_rows_by_hand():
+    builds = [joint.build_from_results(_results("std"), "std", exclude=["logme"]),
+              joint.build_from_results(_results("div"), "div")]
+    t = joint.merge(builds, ["sfda", "logme", "knn"])
+    assert t.available == ["sfda", "logme"] and t.masked == {"std": {"logme"}, "div": set()}
+    assert t.groups["std/a"] == t.groups["div/a"] == "a" and t.builds["div/b"] == "div"
+    assert "logme" not in t.tasks["std/a"]["5-shot"]["scores"]
+    assert [c.label for c in t.candidates(2)] == ["sfda", "z(sfda + logme)",
+                                                  "rank(sfda + logme)"]
+    rows = {b.name: joint.reference_rows(b, t.masked[b.name]) for b in builds}
+    assert "logme" not in rows["std"]["a"]["5-shot"] and "logme" in rows["div"]["a"]["5-shot"]
+    per = joint.pooled_metrics(builds, rows)
+    # sfda is right on a (regret 0, 1 trial) and puts m1 first on b (regret 1, 2 trials) in
+    # both builds; logme, on div only, puts m2 first on a (regret 50 points)
+    assert per["a"]["5-shot"]["sfda"] == pytest.approx({"top1_regret": 0.0,
+                                                        "trials_to_best": 1.0})
+    assert per["b"]["5-shot"]["sfda"] == pytest.approx({"top1_regret": 1.0,
+                                                        "trials_to_best": 2.0})
+    assert "logme" not in per["a"]["5-shot"]  # only where every build has the row
+    only_div = joint.pooled_metrics(builds[1:], {"div": rows["div"]})
+    assert only_div["a"]["5-shot"]["logme"]["top1_regret"] == pytest.approx(50.0)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,43 @@ class Combination:
         return consensus.combine(pool, self.method, self.components)
 
 
+@dataclass(frozen=True)
+class Weighted:
+    """A weighted z-average: each component z-scored over the pool
+    (:func:`zoosel.scorers.consensus.z_scores`), a member's value the weighted sum of its
+    components' z-scores, a component it lacks counting as the pool mean (0); a member
+    with none of them is left out. Weights are non-negative; only their ratios matter."""
+
+    weights: tuple[tuple[str, float], ...]
+
+    @property
+    def method(self) -> str:
+        return "z"
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return tuple(name for name, w in self.weights if w > 0)
+
+    @property
+    def label(self) -> str:
+        total = sum(w for _, w in self.weights if w > 0) or 1.0
+        return "z(" + " + ".join(f"{w / total:.2f} {name}" for name, w in self.weights
+                                 if w > 0) + ")"
+
+    def scores(self, entry: Mapping[str, Any]) -> dict[str, float]:
+        """Its value for every member of one (task, regime) entry of the results."""
+        raw = entry.get("scores") or {}
+        sums: dict[str, float] = {}
+        for name, weight in self.weights:
+            if weight <= 0:
+                continue
+            column = {m: float(v) for m, v in (raw.get(name) or {}).items()
+                      if m in entry["accuracy"] and v is not None}
+            for member, z in consensus.z_scores(column).items():
+                sums[member] = sums.get(member, 0.0) + weight * z
+        return sums
+
+
 def combinations(available: Iterable[str], max_size: int = MAX_SIZE,
                  methods: Sequence[str] = consensus.METHODS) -> list[Combination]:
     """Every single score of ``available``, and every combination of 2..``max_size`` of
@@ -97,9 +134,11 @@ def loss(entry: Mapping[str, Any], score: Mapping[str, float], tol: float = 0.0)
 
 
 def loss_table(tasks: Mapping[str, Mapping[str, Mapping[str, Any]]], regimes: Sequence[str],
-               candidates: Sequence[Combination], tol: float = 0.0
-               ) -> dict[tuple[Combination, str, str], float]:
-    """:func:`loss` of every candidate on every (task, regime) in ``regimes``."""
+               candidates: Sequence[Combination], tol: float = 0.0,
+               objective: Callable[[Mapping[str, Any], Mapping[str, float], float], float]
+               = loss) -> dict[tuple[Combination, str, str], float]:
+    """``objective`` (default :func:`loss`) of every candidate on every (task, regime) in
+    ``regimes``; ``objective(entry, scores, tol)`` is lower for a better ranking."""
     table = {}
     for task in sorted(tasks):
         for regime in regimes:
@@ -107,8 +146,21 @@ def loss_table(tasks: Mapping[str, Mapping[str, Mapping[str, Any]]], regimes: Se
             if entry is None:
                 continue
             for candidate in candidates:
-                table[(candidate, task, regime)] = loss(entry, candidate.scores(entry), tol)
+                table[(candidate, task, regime)] = objective(entry, candidate.scores(entry),
+                                                             tol)
     return table
+
+
+def build_mean(values: Iterable[tuple[str, float]],
+               builds: Mapping[str, str] | None = None) -> float:
+    """Mean of ``(task, value)`` pairs as :func:`choose` weighs them: averaged within each
+    build (``builds`` maps a task to its build; without it one build), the builds' means
+    averaged with equal weight. NaN when there is no value."""
+    per_build: dict[str, list[float]] = {}
+    for task, value in values:
+        per_build.setdefault(builds.get(task, "") if builds else "", []).append(value)
+    means = [sum(v) / len(v) for v in per_build.values()]
+    return sum(means) / len(means) if means else math.nan
 
 
 def choose(table: Mapping[tuple[Combination, str, str], float],
@@ -117,21 +169,19 @@ def choose(table: Mapping[tuple[Combination, str, str], float],
     """The candidate with the lowest mean loss over the targets of the ``train`` tasks.
 
     ``builds`` maps a task to the benchmark build it comes from: the loss is then averaged
-    within each build and the builds' means averaged with equal weight, so that a build
-    with more (task, regime) pairs does not outweigh another. Without it (or with one
-    build) every target counts once."""
+    within each build and the builds' means averaged with equal weight
+    (:func:`build_mean`), so that a build with more (task, regime) pairs does not
+    outweigh another. Without it (or with one build) every target counts once."""
     train = set(train)
-    losses: dict[Combination, dict[str, list[float]]] = {}
+    losses: dict[Combination, list[tuple[str, float]]] = {}
     for (candidate, task, _), value in table.items():
         if task in train:
-            build = builds.get(task, "") if builds else ""
-            losses.setdefault(candidate, {}).setdefault(build, []).append(value)
+            losses.setdefault(candidate, []).append((task, value))
 
     def key(candidate: Combination) -> tuple[float, int, str]:
-        per_build = losses.get(candidate) or {}
-        means = [sum(values) / len(values) for values in per_build.values()]
-        mean = sum(means) / len(means) if means else math.inf
-        return (round(mean, 9), len(candidate.components), candidate.label)
+        mean = build_mean(losses.get(candidate) or [], builds)
+        return (round(mean, 9) if math.isfinite(mean) else math.inf,
+                len(candidate.components), candidate.label)
 
     return min(candidates, key=key)
 

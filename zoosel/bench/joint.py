@@ -185,11 +185,32 @@ def _merged(builds: Sequence[Build], masked: Mapping[str, set[str]]
     return tasks, groups, of_build
 
 
-def fit_pool(builds: Sequence[Build], pool: Sequence[str], tol: float = 0.0
-             ) -> dict[str, Any]:
-    """The joint leave-one-task-out fit over ``pool``: ``picks`` / ``single_picks``
-    ({task: Combination}), ``fit_all`` / ``single_fit_all``, ``available`` (scores usable
-    on some build), ``masked`` ({build: scores masked there}) and ``n_candidates``."""
+@dataclass(frozen=True)
+class Targets:
+    """Every build's (task, regime) pairs merged for one pool (see :func:`merge`)."""
+
+    available: list[str]
+    """Scores of the pool usable (in every pair) on some build."""
+    masked: dict[str, set[str]]
+    """``{build: scores of available masked there}``."""
+    tasks: dict[str, dict[str, dict[str, Any]]]
+    """``tasks["build/task"][regime]``, masked scores removed."""
+    groups: dict[str, str]
+    """``{"build/task": task}``: the fold of each target."""
+    builds: dict[str, str]
+    """``{"build/task": build}``."""
+    regimes: list[str]
+
+    def candidates(self, max_size: int = combination.MAX_SIZE,
+                   methods: Sequence[str] = consensus.METHODS) -> list[Combination]:
+        """:func:`combination.combinations` of the available scores, less those that use
+        only scores masked on some build (they could not rank its pairs)."""
+        return [c for c in combination.combinations(self.available, max_size, methods)
+                if all(any(n not in m for n in c.components) for m in self.masked.values())]
+
+
+def merge(builds: Sequence[Build], pool: Sequence[str]) -> Targets:
+    """The builds' pairs, folds and masks for a fit over ``pool``."""
     available = [s for s in pool if any(_usable(b, s) for b in builds)]
     masked = {b.name: {s for s in available if not _usable(b, s)} for b in builds}
     if not available:
@@ -199,23 +220,33 @@ def fit_pool(builds: Sequence[Build], pool: Sequence[str], tol: float = 0.0
     if len(groups_all) < 3:
         raise UsageError(f"the builds have {len(groups_all)} task(s); leaving one out needs "
                          "at least 3.")
-    candidates = [c for c in combination.combinations(available)
-                  if all(any(n not in masked[b.name] for n in c.components) for b in builds)]
     tasks, groups, of_build = _merged(builds, masked)
     regimes = sorted({r for b in builds for r in b.regimes}, key=regime_sort_key)
-    picks, fitted = combination.fit_loto(tasks, regimes, candidates, tol, groups, of_build)
+    return Targets(available, masked, tasks, groups, of_build, regimes)
+
+
+def fit_pool(builds: Sequence[Build], pool: Sequence[str], tol: float = 0.0
+             ) -> dict[str, Any]:
+    """The joint leave-one-task-out fit over ``pool``: ``picks`` / ``single_picks``
+    ({task: Combination}), ``fit_all`` / ``single_fit_all``, ``available`` (scores usable
+    on some build), ``masked`` ({build: scores masked there}) and ``n_candidates``."""
+    t = merge(builds, pool)
+    candidates = t.candidates()
+    picks, fitted = combination.fit_loto(t.tasks, t.regimes, candidates, tol, t.groups,
+                                         t.builds)
     singles = [c for c in candidates if len(c.components) == 1]
-    single_picks, single_fit = combination.fit_loto(tasks, regimes, singles, tol, groups,
-                                                    of_build)
-    return {"available": available, "masked": {b: sorted(m) for b, m in masked.items()},
+    single_picks, single_fit = combination.fit_loto(t.tasks, t.regimes, singles, tol,
+                                                    t.groups, t.builds)
+    return {"available": t.available, "masked": {b: sorted(m) for b, m in t.masked.items()},
             "n_candidates": len(candidates), "picks": picks, "single_picks": single_picks,
             "fit_all": fitted, "single_fit_all": single_fit}
 
 
-def _rows(build: Build, fit: Mapping[str, Any], masked: set[str]
-          ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """``scores[task][regime][row]`` of one build: its measured scores, ``blind:static``,
-    the shipped default (recomputed when not measured) and the fit's three rows."""
+def reference_rows(build: Build, masked: set[str]
+                   ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``scores[task][regime][row]`` of one build without any fit: its measured scores
+    (less ``masked``), ``blind:static`` and the shipped default (recomputed when not
+    measured)."""
     shipped = Combination(consensus.METHOD, consensus.COMPONENTS)
     out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for task, regimes in build.tasks.items():
@@ -226,11 +257,33 @@ def _rows(build: Build, fit: Mapping[str, Any], masked: set[str]
             rows[baselines.STATIC] = baselines.static_scores(build.tasks, task, regime)
             if SHIPPED not in rows and all(_usable(build, c) for c in shipped.components):
                 rows[SHIPPED] = shipped.scores(view)
+            out.setdefault(task, {})[regime] = rows
+    return out
+
+
+def _rows(build: Build, fit: Mapping[str, Any], masked: set[str]
+          ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """:func:`reference_rows` and the fit's three rows."""
+    out = reference_rows(build, masked)
+    for task, regimes in out.items():
+        for regime, rows in regimes.items():
+            entry = build.tasks[task][regime]
+            view = {**entry, "scores": {s: v for s, v in entry["scores"].items()
+                                        if s not in masked}}
             rows[combination.LOTO] = fit["picks"][task].scores(view)
             rows[FIT] = fit["fit_all"].scores(view)
             rows[combination.LOTO_SINGLE] = fit["single_picks"][task].scores(view)
-            out.setdefault(task, {})[regime] = rows
     return out
+
+
+def pooled_metrics(builds: Sequence[Build],
+                   rows: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
+                   tol: float = 0.0) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``per_task[task][regime][row][metric]`` over every build together from
+    ``rows[build][task][regime][row]`` (scores): each build's top-1 regret and trials to
+    best, a task's value the mean over the builds that have it (as the ``all builds``
+    scope of :func:`fit_builds`)."""
+    return _pooled({b.name: _per_task(b, rows[b.name], tol) for b in builds})
 
 
 def _per_task(build: Build, rows: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
