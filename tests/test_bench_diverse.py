@@ -23,9 +23,10 @@ def test_existing_profiles_keep_their_key_and_diverse_has_three_families() -> No
     assert len(members) == 41 and len({m.name for m in members}) == 41
 
 
-def test_diverse_fine_tunes_on_24_targets_the_original_eight_first() -> None:
+def test_diverse_fine_tunes_on_32_targets_the_original_eight_first() -> None:
     from zoosel.bench.domains import (
         EXTRA_TARGET_TASKS,
+        FURTHER_TARGET_TASKS,
         MORE_TARGET_TASKS,
         TARGET_TASKS,
         get_domain,
@@ -33,9 +34,9 @@ def test_diverse_fine_tunes_on_24_targets_the_original_eight_first() -> None:
 
     diverse = get_profile("diverse")
     original = [d.name for d in TARGET_TASKS]
-    later = [d.name for d in MORE_TARGET_TASKS + EXTRA_TARGET_TASKS]
+    later = [d.name for d in MORE_TARGET_TASKS + EXTRA_TARGET_TASKS + FURTHER_TARGET_TASKS]
     assert list(diverse.targets) == original + later
-    assert len(set(diverse.targets)) == 24 and all(get_domain(t) for t in diverse.targets)
+    assert len(set(diverse.targets)) == 32 and all(get_domain(t) for t in diverse.targets)
     # The extra seeds stay on the same two tasks; profiles naming no targets keep the 8.
     assert diverse.targets[: diverse.noise_targets] == ("beaded_glyphs", "outline_shapes")
     assert get_profile("standard").targets is None and get_profile("full").targets is None

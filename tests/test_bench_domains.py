@@ -8,6 +8,7 @@ from PIL import Image
 
 from zoosel.bench.domains import (
     EXTRA_TARGET_TASKS,
+    FURTHER_TARGET_TASKS,
     MORE_TARGET_TASKS,
     SOURCE_DOMAINS,
     TARGET_TASKS,
@@ -18,8 +19,8 @@ from zoosel.bench.domains import (
 )
 from zoosel.errors import UnknownNameError
 
-ALL = SOURCE_DOMAINS + TARGET_TASKS + MORE_TARGET_TASKS + EXTRA_TARGET_TASKS
-TARGETS = TARGET_TASKS + MORE_TARGET_TASKS + EXTRA_TARGET_TASKS
+TARGETS = TARGET_TASKS + MORE_TARGET_TASKS + EXTRA_TARGET_TASKS + FURTHER_TARGET_TASKS
+ALL = SOURCE_DOMAINS + TARGETS
 IDS = [d.name for d in ALL]
 
 
@@ -58,7 +59,8 @@ def _centroid_accuracy(xtr, ytr, xte, yte) -> float:
 
 def test_registry() -> None:
     assert len(SOURCE_DOMAINS) >= 8
-    assert min(len(TARGET_TASKS), len(MORE_TARGET_TASKS), len(EXTRA_TARGET_TASKS)) >= 8
+    for tasks in (TARGET_TASKS, MORE_TARGET_TASKS, EXTRA_TARGET_TASKS, FURTHER_TARGET_TASKS):
+        assert len(tasks) == 8
     assert len(set(IDS)) == len(IDS)
     sources = {d.name for d in SOURCE_DOMAINS}
     for d in SOURCE_DOMAINS:
@@ -66,7 +68,7 @@ def test_registry() -> None:
     for d in TARGETS:
         assert d.role == "target" and len(d.classes) == 8
         assert d.near is None or d.near in sources
-    for tasks in (TARGET_TASKS, MORE_TARGET_TASKS, EXTRA_TARGET_TASKS):
+    for tasks in (TARGET_TASKS, MORE_TARGET_TASKS, EXTRA_TARGET_TASKS, FURTHER_TARGET_TASKS):
         assert any(d.near for d in tasks) and any(d.near is None for d in tasks)
     # Together the two sets give every source a near target.
     assert {d.near for d in TARGETS} - {None} == sources

@@ -26,6 +26,7 @@ from zoosel.errors import UnknownNameError
 
 __all__ = [
     "EXTRA_TARGET_TASKS",
+    "FURTHER_TARGET_TASKS",
     "MORE_TARGET_TASKS",
     "SOURCE_DOMAINS",
     "TARGET_TASKS",
@@ -1370,6 +1371,268 @@ def _render_gradient(label: int, rng: np.random.Generator, size: int) -> np.ndar
 
 
 # ---------------------------------------------------------------------------------------------
+# Further targets: fine materials, dot lattices, object hues, stroke widths (near); blur
+# kernels, region layouts, object positions, grey-level counts (far)
+# ---------------------------------------------------------------------------------------------
+
+_MATERIALS = ("sand", "brushed", "cracks", "pebbles", "knit", "bubbles", "wood", "crosshatch")
+
+
+def _voronoi(rng: np.random.Generator, size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cell index and distance to the nearest of ``n`` uniform seeds, per pixel."""
+    yy, xx = _grid(size)
+    seeds = rng.uniform(-1.1, 1.1, (n, 2))
+    d = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
+    return d.argmin(0), np.sqrt(d.min(0))
+
+
+def _render_material(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    kind = _MATERIALS[label]
+    yy, xx = _grid(size)
+    a = rng.uniform(0, _TAU)
+    u, v = np.cos(a) * xx + np.sin(a) * yy, -np.sin(a) * xx + np.cos(a) * yy
+    s = np.zeros((size, size), dtype=np.float32)  # signed detail in about [-1, 1]
+    if kind == "sand":
+        s = rng.standard_normal((size, size)).astype(np.float32) * 0.6
+    elif kind == "brushed":  # streaks: noise constant along one direction, fine across it
+        streaks = rng.standard_normal(4 * size)
+        s = streaks[((v + 1.5) * size * rng.uniform(0.8, 1.2)).astype(int) % (4 * size)] * 0.6
+        s = s + 0.15 * rng.standard_normal((size, size))
+    elif kind in ("cracks", "pebbles"):
+        cell, dist = _voronoi(rng, size, int(rng.integers(25, 45)))
+        edge = np.zeros((size, size), dtype=bool)
+        edge[:-1] |= cell[:-1] != cell[1:]
+        edge[:, :-1] |= cell[:, :-1] != cell[:, 1:]
+        if kind == "cracks":  # a flat ground broken by thin lines
+            s = np.where(edge, -1.0, 0.1 * rng.standard_normal((size, size)))
+        else:  # rounded stones of varying lightness, darker at their rims
+            s = rng.uniform(-0.5, 0.5, cell.max() + 1)[cell] + 0.6 - 4.0 * dist
+    elif kind == "knit":  # rows of small chevrons
+        p = rng.uniform(0.12, 0.18)
+        s = np.sin(_TAU * (v + np.abs((u / p) % 1.0 - 0.5) * p) / p)
+    elif kind == "bubbles":
+        cv = _Canvas(np.zeros((size, size, 3), dtype=np.float32))
+        for _ in range(int(rng.integers(12, 22))):
+            cv.outline(_regular(12, rng.uniform(0.06, 0.14)) + rng.uniform(-1.0, 1.0, 2),
+                       np.ones(3), 0.05)
+        s = cv.result()[..., 0] * 1.6 - 0.5
+    elif kind == "wood":  # wavy, nearly parallel growth rings
+        f = rng.uniform(5.0, 8.0) * np.pi
+        warp = 0.12 * _smooth_noise(rng, size, 4, 1)[..., 0]
+        s = np.sin(f * (v + 0.15 * u * u + warp))
+        s = np.sign(s) * np.abs(s) ** 0.5
+    else:  # short strokes in two crossing directions
+        cv = _Canvas(np.zeros((size, size, 3), dtype=np.float32))
+        for j in range(int(rng.integers(30, 45))):
+            b = a + (np.pi / 2 if j % 2 else 0.0) + rng.normal(0.0, 0.1)
+            d = 0.12 * np.array([np.cos(b), np.sin(b)])
+            c = rng.uniform(-1.0, 1.0, 2)
+            cv.line(np.stack([c - d, c + d]), np.ones(3), 0.05)
+        s = cv.result()[..., 0] * 1.6 - 0.5
+    base, ink = _pair(rng, 0.25)
+    shade = 1.0 + rng.uniform(0.0, 0.25) * _smooth_noise(rng, size, 3, 1)
+    img = (0.5 * (base + ink) + 0.5 * np.clip(s, -1.0, 1.0)[..., None] * (ink - base)) * shade
+    return _finish(img.astype(np.float32), rng)
+
+
+_LATTICES = ("square", "hexagonal", "rows", "brick", "honeycomb", "kagome", "centred_square",
+             "random")  # fmt: skip
+
+
+def _lattice_points(kind: str, rng: np.random.Generator, step: float) -> np.ndarray:
+    """Points of lattice ``kind`` (spacing about ``step``) covering [-1.5, 1.5]^2."""
+    k = np.arange(-12, 13)
+    i, j = (g.ravel().astype(np.float64) for g in np.meshgrid(k, k))
+    h = np.sqrt(3.0) / 2.0
+    if kind == "square":
+        pts = np.stack([i, j], 1)
+    elif kind == "rows":  # dense along rows, far apart across them
+        pts = np.stack([0.7 * i, 1.8 * j], 1)
+    elif kind == "brick":
+        pts = np.stack([i + 0.5 * (j % 2), 1.4 * j], 1)
+    elif kind in ("hexagonal", "honeycomb", "kagome"):
+        pts = np.stack([i + 0.5 * j, h * j], 1)
+        if kind == "honeycomb":  # a hexagonal lattice with every third point removed
+            pts = pts[(i - j) % 3 != 0]
+        elif kind == "kagome":
+            pts = pts[(i % 2 == 0) | (j % 2 == 0)]
+    elif kind == "centred_square":
+        pts = np.concatenate([np.stack([i, j], 1), np.stack([i + 0.5, j + 0.5], 1)]) / 1.3
+    else:  # the same density, no order
+        pts = rng.uniform(-12.0, 12.0, (len(i), 2))
+    return pts * step
+
+
+def _render_lattice(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    step = rng.uniform(0.24, 0.32)
+    pts = _lattice_points(_LATTICES[label], rng, step)
+    a = rng.uniform(0, np.pi)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    pts = pts @ rot.T + rng.uniform(-step, step, 2)
+    pts = pts[np.abs(pts).max(1) < 1.1] + rng.normal(0.0, 0.012, (1, 2))
+    bg, fg = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.discs(pts, step * rng.uniform(0.22, 0.3), fg)
+    return _finish(cv.result(), rng)
+
+
+_HUES = (("red", 0), ("orange", 30), ("yellow", 58), ("green", 120), ("cyan", 180),
+         ("blue", 228), ("violet", 275), ("magenta", 320))  # fmt: skip
+
+
+def _render_hue(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    hue = (_HUES[label][1] + rng.uniform(-10.0, 10.0)) % 360.0
+    grey = rng.uniform(0.15, 0.85)
+    cv = _Canvas(_background(rng, size, _tint(rng, grey, (0.0, 0.15))))
+    for _ in range(int(rng.integers(2, 5))):  # grey distractors of every lightness
+        cv.polygon(_regular(int(rng.integers(3, 8)), rng.uniform(0.15, 0.35), rng.uniform(0, 6))
+                   + rng.uniform(-0.8, 0.8, 2), _tint(rng, rng.uniform(0, 1), (0.0, 0.1)))
+    obj = _regular(int(rng.integers(3, 9)), rng.uniform(0.2, 0.4), rng.uniform(0, 6))
+    cv.polygon(obj + rng.uniform(-0.5, 0.5, 2),
+               _hsv(np.float32(hue), np.float32(rng.uniform(0.45, 1.0)),
+                    np.float32(rng.uniform(0.45, 1.0))))  # fmt: skip
+    cast = 1.0 + rng.uniform(-0.12, 0.12, 3).astype(np.float32)  # white balance off
+    return _finish(_unit(cv.result() * cast), rng)
+
+
+_WIDTHS = (0.04, 0.07, 0.11, 0.16, 0.22, 0.3, 0.4, 0.52)
+
+
+def _render_stroke_width(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    width = _WIDTHS[label] * rng.uniform(0.95, 1.05)
+    bg, fg = _pair(rng, 0.4)
+    cv = _Canvas(np.broadcast_to(bg, (size, size, 3)))  # plain ground: widths are subtle
+    for _ in range(int(rng.integers(2, 4))):  # gently bent strokes across the image
+        ends = _regular(2, rng.uniform(0.6, 0.9), rng.uniform(0, np.pi)) + rng.uniform(-0.3, 0.3, 2)
+        bend = rng.normal(0.0, 0.25, 2)
+        cv.line(_bernstein(3, 16) @ np.stack([ends[0], ends.mean(0) + bend, ends[1]]), fg, width)
+    return _finish(cv.result(), rng)
+
+
+_BLURS = ("sharp", "motion_horizontal", "motion_vertical", "motion_diagonal", "gaussian",
+          "defocus", "sharpened", "pixelated")  # fmt: skip
+
+
+def _filter(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``img`` (H, W, 3) convolved with a small odd-sized kernel, edges replicated."""
+    r = kernel.shape[0] // 2
+    pad = np.pad(img, ((r, r), (r, r), (0, 0)), mode="edge")
+    out = np.zeros_like(img)
+    h, w = img.shape[:2]
+    for dy, dx in zip(*np.nonzero(kernel), strict=True):
+        out += kernel[dy, dx] * pad[dy : dy + h, dx : dx + w]
+    return out
+
+
+def _render_blur(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    kind = _BLURS[label]
+    bg, _ = _pair(rng)
+    cv = _Canvas(_background(rng, size, bg))
+    for _ in range(int(rng.integers(3, 7))):  # a scene with edges in every direction
+        col = _tint(rng, rng.uniform(0, 1))
+        if rng.random() < 0.5:
+            cv.polygon(_regular(int(rng.integers(3, 7)), rng.uniform(0.15, 0.4),
+                                rng.uniform(0, 6)) + rng.uniform(-0.8, 0.8, 2), col)
+        else:
+            cv.line(rng.uniform(-1.0, 1.0, (2, 2)), col, rng.uniform(0.05, 0.12))
+    img = cv.result()
+    n = 2 * int(rng.integers(3, 5)) + 1  # kernel size 7 or 9
+    k = np.zeros((n, n), dtype=np.float32)
+    if kind.startswith("motion"):
+        idx = np.arange(n)
+        if kind == "motion_horizontal":
+            k[n // 2] = 1.0
+        elif kind == "motion_vertical":
+            k[:, n // 2] = 1.0
+        else:
+            k[idx, idx if rng.random() < 0.5 else n - 1 - idx] = 1.0
+    elif kind in ("gaussian", "defocus"):
+        t = np.arange(n) - n // 2
+        d2 = t[:, None] ** 2 + t[None] ** 2
+        k = np.exp(-d2 / (2 * rng.uniform(1.3, 1.8) ** 2)) if kind == "gaussian" else (
+            d2 <= (n // 2 - 0.5) ** 2).astype(np.float32)
+    if kind == "sharpened":
+        blur = _filter(img, np.full((3, 3), 1.0 / 9.0, dtype=np.float32))
+        img = img + rng.uniform(2.0, 3.0) * (img - blur)
+    elif kind == "pixelated":
+        f = int(rng.integers(3, 5))
+        img = np.repeat(np.repeat(img[::f, ::f], f, 0), f, 1)[:size, :size]
+    elif kind != "sharp":
+        img = _filter(img, (k / k.sum()).astype(np.float32))
+    return _finish(_unit(img).astype(np.float32), rng)
+
+
+_LAYOUTS = ("horizon_high", "horizon_low", "vertical_split", "diagonal", "centre_square",
+            "frame", "corner", "middle_band")  # fmt: skip
+
+
+def _render_layout(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    kind = _LAYOUTS[label]
+    yy, xx = _grid(size)
+    a = np.deg2rad(rng.uniform(-10.0, 10.0))
+    y = np.cos(a) * yy + np.sin(a) * xx + 0.15 * _smooth_noise(rng, size, 4, 1)[..., 0]
+    x = np.cos(a) * xx - np.sin(a) * yy
+    if rng.random() < 0.5:
+        x = -x  # mirrored: left and right carry no signal
+    j = rng.uniform(-0.12, 0.12)
+    if kind == "horizon_high":
+        inside = y < -0.4 + j
+    elif kind == "horizon_low":
+        inside = y > 0.4 + j
+    elif kind == "vertical_split":
+        inside = x < j
+    elif kind == "diagonal":
+        inside = x + y * (1 if rng.random() < 0.5 else -1) < j
+    elif kind == "centre_square":
+        inside = np.maximum(np.abs(x), np.abs(y)) < 0.45 + j
+    elif kind == "frame":
+        inside = np.maximum(np.abs(x), np.abs(y)) > 0.65 + j
+    elif kind == "corner":
+        inside = (x < -0.1 + j) & (y * (1 if rng.random() < 0.5 else -1) < -0.1 + j)
+    else:
+        inside = np.abs(y - j) < 0.3
+    one, two = _pair(rng, 0.2)
+    if rng.random() < 0.5:
+        one, two = two, one  # either region may be the lighter one
+    img = np.where(inside[..., None], _background(rng, size, one), _background(rng, size, two))
+    cv = _Canvas(img.astype(np.float32))
+    cv.clutter(rng, one, p=0.5)
+    return _finish(cv.result(), rng)
+
+
+_POSITIONS = ("top_left", "top", "top_right", "left", "right", "bottom_left", "bottom",
+              "bottom_right")  # fmt: skip
+
+
+def _render_position(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    cell = (0, 1, 2, 3, 5, 6, 7, 8)[label]  # a 3 x 3 grid without its centre
+    centre = np.array([cell % 3 - 1, cell // 3 - 1]) * 0.55 + rng.uniform(-0.2, 0.2, 2)
+    bg, fg = _pair(rng, 0.15)
+    cv = _Canvas(_background(rng, size, bg))
+    cv.clutter(rng, bg, p=1.0)
+    for _ in range(int(rng.integers(1, 4))):  # thin lines anywhere, in any colour
+        cv.line(rng.uniform(-1.0, 1.0, (2, 2)), _tint(rng, rng.uniform(0, 1)), 0.04)
+    shape = _regular(int(rng.integers(3, 9)), rng.uniform(0.12, 0.22), rng.uniform(0, 6))
+    cv.polygon(shape + centre, fg)
+    return _finish(cv.result(), rng)
+
+
+_LEVELS = (2, 3, 4, 5, 6, 8, 10, 0)
+
+
+def _render_levels(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    levels = _LEVELS[label]
+    t = _smooth_noise(rng, size, int(rng.integers(3, 6)), 1)[..., 0]
+    t = (t - t.min()) / (t.max() - t.min() + 1e-6)
+    if levels:  # posterised: that many flat bands of lightness
+        t = np.minimum(np.floor(t * levels), levels - 1) / (levels - 1)
+    lo, hi = _tint(rng, rng.uniform(0.0, 0.15)), _tint(rng, rng.uniform(0.85, 1.0))
+    img = lo + t[..., None] * (hi - lo)
+    img = img + rng.uniform(0.0, 0.02) * rng.standard_normal(img.shape)  # less noise than
+    return (_unit(img) * 255.0 + 0.5).astype(np.uint8)  # _finish: it would fill the gaps
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------
 
@@ -1485,8 +1748,40 @@ EXTRA_TARGET_TASKS: tuple[Domain, ...] = (
 """Eight further target tasks (four near, four far), appended to the ``diverse`` build's
 targets after ``MORE_TARGET_TASKS``."""
 
+FURTHER_TARGET_TASKS: tuple[Domain, ...] = (
+    Domain("materials", "target", _MATERIALS,
+           "Fine material textures (sand, brushed metal, cracks, pebbles, knit, wood...).",
+           near="textures", _renderer=_render_material),
+    Domain("dot_lattices", "target", _LATTICES,
+           "Dots on a lattice at random turn and spacing; class = the lattice (square, "
+           "hexagonal, brick, kagome...).", near="dots", _renderer=_render_lattice),
+    Domain("object_hues", "target", tuple(h[0] for h in _HUES),
+           "One coloured shape among grey ones, under a colour cast; class = its hue.",
+           near="blobs", _renderer=_render_hue),
+    Domain("stroke_widths", "target", tuple(f"width_{w:g}" for w in _WIDTHS),
+           "Smooth random curves; class = the width they are drawn with.", near="curves",
+           _renderer=_render_stroke_width),
+    Domain("blur_kernels", "target", _BLURS,
+           "Scenes of shapes and lines; class = how the image was filtered (motion blur "
+           "direction, Gaussian, defocus, sharpened, pixelated).", _renderer=_render_blur),
+    Domain("region_layouts", "target", _LAYOUTS,
+           "Two textured regions in random colours; class = the layout of their border "
+           "(horizon, split, frame, corner...).", _renderer=_render_layout),
+    Domain("object_positions", "target", _POSITIONS,
+           "One small shape on a cluttered ground; class = where it is (3 x 3 grid, no "
+           "centre).", _renderer=_render_position),
+    Domain("grey_levels", "target", tuple(f"{n}_levels" if n else "continuous" for n in _LEVELS),
+           "Smooth colour ramps, posterised; class = how many lightness levels.",
+           _renderer=_render_levels),
+)  # fmt: skip
+"""Eight further target tasks (four near, four far) with cues the other 24 lack (fine
+texture, lattice order, hue, stroke width, filtering, layout, position, quantisation),
+appended to the ``diverse`` build's targets after ``EXTRA_TARGET_TASKS``."""
+
 _ALL: dict[str, Domain] = {
-    d.name: d for d in SOURCE_DOMAINS + TARGET_TASKS + MORE_TARGET_TASKS + EXTRA_TARGET_TASKS
+    d.name: d
+    for d in SOURCE_DOMAINS + TARGET_TASKS + MORE_TARGET_TASKS + EXTRA_TARGET_TASKS
+    + FURTHER_TARGET_TASKS
 }
 
 

@@ -4,8 +4,9 @@
 ``full`` is the larger build (at most a few hours on a 2-core CPU); ``tiny`` runs every
 step in a couple of minutes and is what the tests use; ``diverse`` adds a third
 architecture family (a small ViT), fine-tunes each family with its own recipe, keeps
-the few-shot regimes only and fine-tunes on 24 target tasks (the shipped 8,
-``domains.MORE_TARGET_TASKS`` and ``domains.EXTRA_TARGET_TASKS``).
+the few-shot regimes only and fine-tunes on 32 target tasks (the shipped 8,
+``domains.MORE_TARGET_TASKS``, ``domains.EXTRA_TARGET_TASKS`` and
+``domains.FURTHER_TARGET_TASKS``).
 """
 
 from __future__ import annotations
@@ -84,9 +85,11 @@ DIVERSE_TARGETS = (
     "segment_digits", "clock_hands", "cell_counts",
     "window_patterns", "blob_counts", "dot_shapes", "tally_marks", "bar_ratios", "truchet_tiles",
     "angle_sizes", "gradient_directions",
+    "materials", "dot_lattices", "object_hues", "stroke_widths", "blur_kernels",
+    "region_layouts", "object_positions", "grey_levels",
 )
-"""The ``diverse`` build's targets: ``domains.TARGET_TASKS``, ``MORE_TARGET_TASKS``, then
-``EXTRA_TARGET_TASKS``."""
+"""The ``diverse`` build's targets: ``domains.TARGET_TASKS``, ``MORE_TARGET_TASKS``,
+``EXTRA_TARGET_TASKS``, then ``FURTHER_TARGET_TASKS``."""
 
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(
@@ -112,9 +115,9 @@ PROFILES: dict[str, Profile] = {
     # generalist and its 8 variants, 8 Multi-BN members (41). Only the few-shot regimes,
     # where a selector's choice matters most (the full regime stays in ``standard``), and
     # the two ends of the learning-rate grid: the ViTs cost about 4x a ConvNeXt per epoch
-    # on a CPU. 16 targets (8 gave bootstrap intervals too wide to separate selectors from
+    # on a CPU. 32 targets (8 gave bootstrap intervals too wide to separate selectors from
     # the dataset-blind baseline), the original 8 first so that the noise subset stays
-    # the same; the fine-tuning, about twice that of 8 targets, dominates the build.
+    # the same; the fine-tuning, about four times that of 8 targets, dominates the build.
     "diverse": Profile(name="diverse", archs=("resnet", "convnext", "vit"),
                        targets=DIVERSE_TARGETS,
                        finetune_recipes=True, regimes={"5-shot": 5, "20-shot": 20},
