@@ -11,8 +11,8 @@ accuracy (the score) are equal.
 Each thread count runs in its own process with torch's threads and numpy's BLAS threads
 (``OPENBLAS_NUM_THREADS``) both set to it. Reference ("one Gram"): the min(N, D) side
 Gram of the float64 features in torch, best of 3, re-measured after each route. The
-default sort's components (logme, linft, gbc) are timed on the same features, so the
-default's cost before / after is logme + gbc + linft's former / new time.
+default sort's other components (``consensus.COMPONENTS``) are timed on the same
+features, so the default's cost before / after is theirs + linft's former / new time.
 
 Run: .venv/bin/python benchmarks/bench_linft.py [--quick] [--no-write]
 Writes benchmarks/results/linft.md.
@@ -45,9 +45,10 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def time_size(threads: int, n: int, d: int, c: int, scorers: dict) -> dict:
-    """One size: one Gram, the former and the new linft, logme and gbc."""
+    """One size: one Gram, the former and the new linft, the default's other components."""
     from peers import _linft_01 as former
 
+    from zoosel.scorers import consensus
     from zoosel.scorers.linft import linft_fit
     from zoosel.types import ScoreInputs
 
@@ -66,10 +67,10 @@ def time_size(threads: int, n: int, d: int, c: int, scorers: dict) -> dict:
     grams.append(best_of(side, 3)[0])
     inputs = ScoreInputs(labels=y, num_classes=c, features=f)
     others = {name: best_of(lambda fn=scorers[name].fn: fn(inputs), 2)[0]
-              for name in ("logme", "gbc")}
+              for name in consensus.COMPONENTS if name != "linft"}
     return {
         "threads": threads, "n": n, "d": d, "c": c, "gram": min(grams),
-        "former": t_old, "new": t_new, **others,
+        "former": t_old, "new": t_new, "others": others,
         "gcv_diff": _rel(new.gcv_curve, old.gcv_curve),
         "loo_diff": _rel(new.loo_predictions, old.loo_predictions),
         "same": new.lam == old.lam and new.accuracy == old.accuracy,
@@ -105,7 +106,8 @@ def table(rows: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        base = r["logme"] + r["gbc"]
+        base = sum(r["others"].values())
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in r["others"].items())
         out.append(
             f"| {r['threads']} | {r['n']} | {r['d']} | {r['c']} | {r['gram']:.3f} | "
             f"{r['former']:.3f} | {r['new']:.3f} | {r['former'] / r['new']:.1f}x | "
@@ -113,8 +115,7 @@ def table(rows: list[dict]) -> list[str]:
             f"{'yes' if r['same'] else 'no'} (score {r['accuracy']:.4f}, lambda "
             f"{r['lam']:.3g}{'' if r['same'] else _former(r)}) | "
             f"{base + r['former']:.2f} -> {base + r['new']:.2f} "
-            f"({(base + r['former']) / (base + r['new']):.1f}x; logme {r['logme']:.2f}, "
-            f"gbc {r['gbc']:.2f}) |")
+            f"({(base + r['former']) / (base + r['new']):.1f}x; {parts}) |")
     return out
 
 
@@ -159,7 +160,7 @@ def main() -> None:
         "Gram in torch). Each thread count in its own process, torch and numpy's BLAS both "
         "on that many threads; best of 2 (former) and 3 (now) at the two larger sizes, "
         "of 5 at N = 500. One Gram: the min(N, D) side float64 product, the fastest of "
-        "three re-measurements. The default's components: logme and gbc timed once more "
+        "three re-measurements. The default's components: the others timed once more "
         "(best of 2) on the same features, plus linft's former or new time.",
         "",
         *table(rows),

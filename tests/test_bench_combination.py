@@ -477,3 +477,34 @@ def test_weighted_z_average_by_hand():
     equal = C.Weighted((("a", 0.5), ("b", 0.5))).scores(full)
     mean = C.Combination("z", ("a", "b")).scores(full)
     assert equal == pytest.approx(mean)
+
+
+def test_a_stale_measured_default_is_recomputed_and_stale_scores_decide_nothing():
+    import zoosel
+
+    tasks = {}
+    for name, (sfda, logme, linft) in {"A": (PERFECT, M1_FIRST, M1_THEN_M0),
+                                       "B": (M1_FIRST, PERFECT, PERFECT),
+                                       "C": (REVERSED, PERFECT, M1_FIRST)}.items():
+        scores = {"sfda": dict(sfda), "logme": dict(logme), "linft": dict(linft),
+                  C.FITTED: dict(REVERSED),  # an earlier default's column
+                  "lfc": dict(PERFECT)}  # the best row, but stale below
+        tasks[name] = {"5-shot": {"accuracy": dict(ACC), "scores": scores}}
+    installed = {s: zoosel.list_scorers()[s].version for s in ("sfda", "logme", "linft")}
+    results = {"generalist": "", "tasks": tasks,
+               "scorer_versions": {**installed, C.FITTED: "1", "lfc": "0"}}
+    out = M.evaluate_benchmark(results, n_resamples=50)
+    assert out["replaced_stale"] == [C.FITTED] and C.FITTED in out["derived_scores"]
+    shipped = C.Combination(consensus.METHOD, consensus.COMPONENTS)
+    for regimes in out["tasks"].values():
+        entry = regimes["5-shot"]
+        by_hand = consensus.combine(
+            {m: {c: entry["scores"][c][m] for c in consensus.COMPONENTS} for m in ACC},
+            consensus.METHOD)
+        assert entry["scores"][C.FITTED] == pytest.approx(by_hand)
+        assert entry["scores"][C.FITTED] == pytest.approx(shipped.scores(entry))
+    verdict = out["combination"]["verdict"]
+    compared = {n for cells in verdict["margins"].values() for per in cells.values()
+                for n in per}
+    assert "lfc" not in compared and "sfda" in compared  # a stale row is not a comparator
+    assert results["tasks"]["A"]["5-shot"]["scores"][C.FITTED] == REVERSED  # input untouched

@@ -736,6 +736,7 @@ def evaluate_benchmark(
     if not isinstance(results, Mapping) or "tasks" not in results:
         raise UsageError("results need 'tasks' (and 'generalist' for the gains).")
     from zoosel.bench import baselines, combination
+    from zoosel.bench.results_file import check_versions
 
     out = copy.deepcopy(dict(results))
     generalist = out.get("generalist") or None
@@ -745,6 +746,14 @@ def evaluate_benchmark(
             for entry in regimes.values():
                 (entry.get("scores") or {}).pop(name, None)
                 (entry.get("cost") or {}).pop(name, None)
+    stale = set(check_versions(out).stale)
+    if combination.FITTED in stale:  # an earlier default's column: use the current one's
+        stale.discard(combination.FITTED)
+        for regimes in tasks.values():
+            for entry in regimes.values():
+                (entry.get("scores") or {}).pop(combination.FITTED, None)
+                (entry.get("cost") or {}).pop(combination.FITTED, None)
+        out["replaced_stale"] = [combination.FITTED]
     blind = baselines.add_blind_rows(out)
     fit = combination.add_combination_rows(out, tol=tol)
     out["combination"] = fit
@@ -784,8 +793,9 @@ def evaluate_benchmark(
     out["family_aggregates"] = family_spearman(tasks, out.get("zoo") or [], **kw)
     out["validity"] = validity_checks(checked, generalist, tol=tol)
     out["margins"] = margins(per_task, baselines.STATIC, **kw)
+    # a stale score's values are another computation's: no check or verdict rests on them
     measured = sorted({s for per in out["aggregates"].values() for s in per}
-                      - set(out["derived_scores"]))
+                      - set(out["derived_scores"]) - stale)
     static = check_static_beaten(out["margins"], out["aggregates"], measured)
     if static["passed"] is not None:
         out["validity"]["checks"]["static_baseline_beaten"] = static

@@ -52,6 +52,7 @@ import json
 import math
 import re
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -535,12 +536,17 @@ def render_markdown(results: Mapping[str, Any], figures: Sequence[str] = (), not
     res = _evaluated(results)
     s = res.get("settings", {})
     versions = check_versions(res)
+    if res.get("replaced_stale"):  # recomputed with the installed constants: current
+        versions = replace(versions, stale={k: v for k, v in versions.stale.items()
+                                            if k not in res["replaced_stale"]})
     lines = ["# zoosel model-selection benchmark", ""]
     meta = res.get("meta") or {}
     for k in sorted(meta):
         lines.append(f"- {k}: {meta[k]}")
     lines += [
-        f"- scorer versions: {_versions_line(versions)}",
+        f"- scorer versions: {_versions_line(versions)}"
+        + (" The measured `consensus` column was an earlier default's: its rows are "
+           "recomputed from the installed definition." if res.get("replaced_stale") else ""),
         f"- generalist: `{res.get('generalist')}`",
         f"- tasks: {', '.join(sorted(res['tasks']))}",
         f"- regimes: {', '.join(_regimes(res))}",

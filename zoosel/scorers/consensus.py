@@ -20,7 +20,8 @@ with leave-one-task-out cross-validation (each held-out task, in every build at 
 ranked by the combination chosen on the other tasks), which is the honest estimate of
 what to expect on new data (``zoosel.bench.combination``, ``zoosel.bench.joint``). The
 constants below are the fit on every task of both builds
-(``benchmarks/results/selection-joint``); 23 of its 24 folds choose the same.
+(``benchmarks/results/selection-joint``: 8 standard and 32 diverse tasks); 23 of its 32
+folds choose the same.
 
 Cost: one feature extraction and the three components' own time (no gradients, no
 source head).
@@ -38,7 +39,7 @@ from zoosel.hookspecs import hookimpl
 from zoosel.types import Need, ScoreInputs, Scorer
 
 NAME = "consensus"
-COMPONENTS: tuple[str, ...] = ("logme", "linft", "gbc")
+COMPONENTS: tuple[str, ...] = ("sfda", "logme", "linft")
 """The component scores (fitted on the committed benchmark, see the module docstring)."""
 METHOD = "z"
 """How each component is standardised over the pool: ``z`` (z-score) or ``rank``."""
@@ -169,6 +170,7 @@ def register_scorers(register: Callable[[Scorer], None]) -> None:
         reference="zoosel benchmark (benchmarks/results/selection-joint/report.md)",
         cost="one extraction + the components' own time",
         pool_normalize=aggregate,
-        version="3",  # 2: with linft version 1; 1: z(sfda + logme + hscore_reg)
-        same_values_as=("2",),  # as linft version 2 reproduces version 1
+        # 3: z(logme + linft + gbc) (2: the same with linft version 1);
+        # 1: z(sfda + logme + hscore_reg)
+        version="4",
     ))
