@@ -194,7 +194,7 @@ def kernel_eigen(xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     N <= D: ``eigh`` of the N x N kernel. N > D: ``eigh`` of the D x D Gram
     xs^T xs = V diag(e) V^T, whose nonzero eigenvalues are K's, and U = xs V diag(e)^-1/2;
     one D x D eigendecomposition and two N x D x D products instead of a thin SVD of
-    xs (linft 3.4-8x faster at N = 2,500 and 20,000: benchmarks/results/linft.md).
+    xs (linft 2.9-6x faster at N = 2,500 and 20,000: benchmarks/results/linft.md).
     Float64, in torch, so the engine's thread setting applies.
     """
     import torch
