@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import load_average, machine_line, write_results  # noqa: E402
+from zoosel.api import select_scorers  # noqa: E402
 from zoosel.bench import profiles, selectors  # noqa: E402
 from zoosel.bench.results_file import load_results  # noqa: E402
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "| score | recorded version | installed version | pairs | members per pair | "
         "largest relative difference | pairs with another order | pairs with another "
         "top-1 |", "|---|---|---|---|---|---|---|---|"]
-    versions = new["versions"] if rows and any(rows.values()) else {}
+    versions = selectors.scorer_versions(select_scorers(names))
     for name, cells in rows.items():
         if not cells:
             continue

@@ -51,6 +51,14 @@ def _explicit_gcv(xs: np.ndarray, yoh: np.ndarray, lam: float) -> float:
     return float(np.sum(resid**2) / n / (1 - np.trace(h) / n) ** 2)
 
 
+def _explicit_loo(xs: np.ndarray, yoh: np.ndarray, lam: float) -> np.ndarray:
+    """Each sample predicted by the ridge fitted without it (a loop of N fits)."""
+    loo = np.empty_like(yoh)
+    for i in range(len(xs)):
+        keep = np.arange(len(xs)) != i
+        loo[i] = _ridge_predict(xs[keep], yoh[keep], xs[i:i + 1], lam)[0]
+    return loo
+
 CASES = [(40, 6, 3, 0), (30, 60, 4, 1), (36, 36, 2, 2), (50, 12, 5, 3)]
 
 
@@ -59,10 +67,7 @@ def test_closed_form_loo_equals_explicit_loop(n: int, d: int, c: int, seed: int)
     x, y = _data(n, d, c, seed, offset=3.0)
     fit = linft_fit(torch.from_numpy(x), torch.from_numpy(y))
     xs, yoh = _scaled(x), _onehot(y)
-    loo = np.empty_like(yoh)
-    for i in range(n):
-        keep = np.arange(n) != i
-        loo[i] = _ridge_predict(xs[keep], yoh[keep], xs[i:i + 1], fit.lam)[0]
+    loo = _explicit_loo(xs, yoh, fit.lam)
     np.testing.assert_allclose(fit.loo_predictions, loo, rtol=1e-7, atol=1e-9)
     assert fit.accuracy == pytest.approx(float(np.mean(loo.argmax(1) == y)))
     assert 0.0 <= fit.accuracy <= 1.0
@@ -177,10 +182,7 @@ def test_rank_deficient_features_match_the_explicit_loop(n: int, d: int) -> None
     xs, yoh = _scaled(x), _onehot(y)
     explicit = np.array([_explicit_gcv(xs, yoh, lam) for lam in grid])
     np.testing.assert_allclose(fit.gcv_curve, explicit, rtol=1e-7)
-    loo = np.empty_like(yoh)
-    for i in range(n):
-        keep = np.arange(n) != i
-        loo[i] = _ridge_predict(xs[keep], yoh[keep], xs[i:i + 1], fit.lam)[0]
+    loo = _explicit_loo(xs, yoh, fit.lam)
     np.testing.assert_allclose(fit.loo_predictions, loo, rtol=1e-7, atol=1e-9)
     assert fit.accuracy == pytest.approx(float(np.mean(loo.argmax(1) == y)))
 

@@ -526,15 +526,20 @@ _PALETTES: tuple[tuple[str, tuple[float, ...]], ...] = (
 )
 
 
+def _palette_colours(rng: np.random.Generator, hues: np.ndarray, k: int) -> np.ndarray:
+    """``k`` RGB colours drawn around a palette's hues (one off the palette a quarter of
+    the time), with random saturation and value."""
+    h = rng.choice(hues, k) + rng.normal(0.0, 8.0, k)
+    if rng.random() < 0.25:
+        h[0] = rng.uniform(0, 360)
+    return _hsv(h % 360.0, rng.uniform(0.35, 1.0, k), rng.uniform(0.4, 1.0, k))
+
 def _render_blobs(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
     hues = np.array(_PALETTES[label][1], dtype=np.float32)
     yy, xx = _grid(size)
     bg = _background(rng, size, _tint(rng, rng.uniform(0.05, 0.95), (0.0, 0.3)))
     k = int(rng.integers(4, 8))
-    h = rng.choice(hues, k) + rng.normal(0.0, 8.0, k)
-    if rng.random() < 0.25:  # one off-palette blob
-        h[0] = rng.uniform(0, 360)
-    cols = _hsv(h % 360.0, rng.uniform(0.35, 1.0, k), rng.uniform(0.4, 1.0, k))
+    cols = _palette_colours(rng, hues, k)
     centres = rng.uniform(-0.9, 0.9, (k, 2))
     sig = rng.uniform(0.12, 0.45, k)
     d2 = (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
@@ -945,10 +950,7 @@ def _render_palette_stripes(label: int, rng: np.random.Generator, size: int) -> 
     yy, xx = _grid(size)
     img = _background(rng, size, _tint(rng, rng.uniform(0.05, 0.95), (0.0, 0.3)))
     k = int(rng.integers(4, 9))
-    h = rng.choice(hues, k) + rng.normal(0.0, 8.0, k)
-    if rng.random() < 0.25:  # one off-palette patch
-        h[0] = rng.uniform(0, 360)
-    cols = _hsv(h % 360.0, rng.uniform(0.35, 1.0, k), rng.uniform(0.4, 1.0, k))
+    cols = _palette_colours(rng, hues, k)
     a = rng.uniform(0, np.pi)
     u = np.cos(a) * xx + np.sin(a) * yy
     v = -np.sin(a) * xx + np.cos(a) * yy

@@ -52,7 +52,6 @@ import json
 import math
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -535,10 +534,7 @@ def render_markdown(results: Mapping[str, Any], figures: Sequence[str] = (), not
     """The whole ``report.md`` text; ``figures`` are paths relative to the report."""
     res = _evaluated(results)
     s = res.get("settings", {})
-    versions = check_versions(res)
-    if res.get("replaced_stale"):  # recomputed with the installed constants: current
-        versions = replace(versions, stale={k: v for k, v in versions.stale.items()
-                                            if k not in res["replaced_stale"]})
+    versions = check_versions(res)  # a recomputed default is derived: never stale here
     lines = ["# zoosel model-selection benchmark", ""]
     meta = res.get("meta") or {}
     for k in sorted(meta):
